@@ -1,0 +1,112 @@
+"""Laptop / CPU default: procedural scenes, a small in-context DiT in pixel mode.
+
+`python -m diffcamera_jax.train --config=configs/default.py` trains a model that refocuses the
+built-in procedural scenes within minutes on a 2-core CPU. Variants: `--config=configs/default.py:tiny`
+shrinks everything further (tests, smoke runs).
+"""
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Returns the default configuration; `arg='tiny'` gives the test-sized variant."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "procedural"  # "procedural" | "tfds"
+  config.data.tfds_name = "image_depth_folder"
+  config.data.tfds_data_dir = ""  # local dir or gs:// bucket path with the prepared dataset
+  config.data.split = "train"
+  config.data.procedural_seed = 0  # training scenes; evaluation uses a disjoint held-out seed
+  config.data.image_size = (64, 64)  # (H, W) of training crops
+  config.data.batch_size = 16  # global batch (examples; each yields a stacking pair of targets)
+  config.data.num_workers = 0  # Grain mp_prefetch worker processes (0 = in-process)
+  config.data.prefetch_buffer = 2
+  config.data.shuffle_seed = 0
+  config.data.gamma = 2.2  # sRGB <-> linear light inside the renderer
+  # Cameras, sampled on the host. Blur is a CoC radius in pixels at `blur_reference_size`,
+  # rescaled to the training resolution (DESIGN.md: 0-40 at 512^2, scaled with resolution).
+  config.data.blur_range = (0.0, 40.0)
+  config.data.blur_reference_size = 512
+  config.data.p_source_all_in_focus = 0.3  # reference is the all-in-focus image (K_s = 0)
+  config.data.p_target_all_in_focus = 0.15  # target K_t = 0: the deblur task
+  config.data.aperture_blades = (0,)  # choices; 0 = disk, n >= 3 = n-gon
+  config.data.random_aperture_rotation = True
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "dit"  # "dit" | "flux"
+  config.model.size = "S"  # see diffcamera_jax/models/sizes.py
+  config.model.latent_mode = "pixels"  # "pixels" | "vae"
+  config.model.patch_size = 4
+  config.model.vae_params = ""  # params file for latent_mode="vae"
+  config.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+  config.model.param_dtype = "float32"
+  config.model.remat = "none"  # "none" | "full" | "dots" (named remat policies)
+  config.model.scan_layers = False
+
+  # ---------------------------------------------------------------- objective
+  config.objective = ml_collections.ConfigDict()
+  config.objective.stack_weight = 1.0  # lambda_stack
+  config.objective.p_depth_drop = 0.2  # depth replaced by the learned null embedding
+  config.objective.timestep_mean = 0.0  # logit-normal t sampling ...
+  config.objective.timestep_std = 1.0
+  config.objective.shift_base = 0.5  # ... with the SD3/FLUX resolution-dependent shift
+  config.objective.shift_max = 1.15
+  config.objective.sample_steps = 20  # Euler steps for evaluation and refocusing
+
+  # ---------------------------------------------------------------- optimiser
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3
+  config.optim.warmup_steps = 100
+  config.optim.weight_decay = 0.01
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.99
+  config.optim.grad_clip_norm = 1.0
+  config.optim.ema_decay = 0.999
+
+  # ---------------------------------------------------------------- sharding
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the remaining devices
+  config.mesh.axis_names = ("data", "fsdp", "tensor")
+  # Logical axis name -> mesh axes. Params and activations carry the logical names.
+  config.mesh.logical_axis_rules = (
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("length", None),
+      ("channels", None),
+  )
+
+  # ---------------------------------------------------------------- training loop
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 3000
+  config.train.log_every = 25
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 250
+  config.train.keep_checkpoints = 3
+  config.train.async_checkpointing = True
+
+  # ---------------------------------------------------------------- evaluation during training
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_scenes = 16
+  config.eval.procedural_seed = 10_000  # held out from training scenes
+  config.eval.sample_steps = 20
+
+  if arg == "tiny":
+    config.data.image_size = (32, 32)
+    config.data.batch_size = 4
+    config.model.size = "tiny"
+    config.train.num_steps = 10
+    config.train.log_every = 2
+    config.train.eval_every = 5
+    config.train.checkpoint_every = 5
+    config.eval.num_scenes = 2
+    config.eval.sample_steps = 2
+    config.objective.sample_steps = 2
+  elif arg:
+    raise ValueError(f"configs/default.py: unknown variant {arg!r} (expected '' or 'tiny')")
+  return config
