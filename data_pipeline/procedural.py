@@ -1,0 +1,250 @@
+"""Procedural all-in-focus scenes with exact disparity: the built-in, download-free dataset.
+
+A scene is a dead-leaves-style stack of textured, occluding shapes at many depths in front of a
+slanted or gently curved background, plus a few small bright highlights that turn into visible
+bokeh when rendered out of focus. Every pixel's colour and disparity come from the same surface, so
+the disparity map is exact (a per-pixel z-buffer decides occlusion).
+
+Scenes are deterministic in `(seed, index)`, numpy-only (they are generated inside Grain worker
+processes) and resolution independent in layout: geometry lives in coordinates scaled by the longer
+image side, so one scene drawn at two sizes shows the same objects in the same places.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# The held-out benchmark used by evaluation: scene i is `make_scene(BENCHMARK_SEED, i, H, W)`.
+BENCHMARK_SEED = 10_000
+BENCHMARK_NUM_SCENES = 150
+
+_BACKGROUND_MAX_DISPARITY = 0.3  # background surfaces stay behind every foreground shape
+_FOREGROUND_DISPARITY = (0.3, 1.0)
+
+
+def make_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Returns scene `(seed, index)` as (image [H, W, 3] f32 sRGB in [0, 1], disparity [H, W] f32).
+
+  Disparity is in [0, 1] with 1 = nearest. Training draws `index` = 0, 1, 2, ... under
+  `config.data.procedural_seed`; evaluation uses `BENCHMARK_SEED`, so the two never overlap.
+  """
+  _check_int("seed", seed, minimum=0)
+  _check_int("index", index, minimum=0)
+  _check_int("height", height, minimum=1)
+  _check_int("width", width, minimum=1)
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+  scale = float(max(height, width))
+  xs = (np.arange(width, dtype=np.float32) + 0.5) / scale  # x to the right
+  ys = (np.arange(height, dtype=np.float32) + 0.5) / scale  # y down
+  u, v = np.meshgrid(xs, ys)
+
+  image, disparity = _background(rng, u, v)
+  num_shapes = int(rng.integers(8, 25))
+  shape_disparities = np.sort(rng.uniform(*_FOREGROUND_DISPARITY, size=num_shapes))
+  for d in shape_disparities:
+    _paint_shape(rng, u, v, float(d), image, disparity)
+  _paint_highlights(rng, u, v, image, scale)
+  np.clip(image, 0.0, 1.0, out=image)
+  np.clip(disparity, 0.0, 1.0, out=disparity)
+  return image.astype(np.float32), disparity.astype(np.float32)
+
+
+def benchmark_scene(index: int, height: int, width: int,
+                    seed: int = BENCHMARK_SEED) -> tuple[np.ndarray, np.ndarray]:
+  """Returns held-out benchmark scene `index` (the fixed evaluation set; never used in training)."""
+  return make_scene(seed, index, height, width)
+
+
+# ------------------------------------------------------------------------------------ geometry
+
+
+def _check_int(name: str, value: int, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _background(rng: np.random.Generator, u: np.ndarray, v: np.ndarray):
+  """A slanted plane or smooth surface, textured; disparity in [0, _BACKGROUND_MAX_DISPARITY]."""
+  lo = rng.uniform(0.0, 0.15)
+  hi = rng.uniform(lo + 0.05, _BACKGROUND_MAX_DISPARITY)
+  angle = rng.uniform(0.0, 2.0 * np.pi)
+  ramp = np.cos(angle) * u + np.sin(angle) * v
+  if rng.random() < 0.5:  # smooth, gently curved surface
+    for _ in range(3):
+      freq = rng.uniform(0.5, 2.5)
+      phase = rng.uniform(0.0, 2.0 * np.pi, size=2)
+      ramp = ramp + 0.15 * np.sin(2 * np.pi * freq * u + phase[0]) * np.cos(2 * np.pi * freq * v + phase[1])
+  ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+  disparity = (lo + (hi - lo) * ramp).astype(np.float32)
+  image = _texture(_child(rng), u, v, frame=(0.5, 0.5, 0.5))
+  return image, disparity
+
+
+def _shape_mask(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
+                cx: float, cy: float, size: float) -> np.ndarray:
+  """Boolean mask of one random shape (ellipse, rotated rectangle, convex polygon, blob, bar)."""
+  angle = rng.uniform(0.0, np.pi)
+  c, s = np.cos(angle), np.sin(angle)
+  a = (u - cx) * c + (v - cy) * s
+  b = -(u - cx) * s + (v - cy) * c
+  kind = rng.integers(5)
+  if kind == 0:  # ellipse
+    aspect = rng.uniform(0.4, 1.0)
+    return (a / size) ** 2 + (b / (size * aspect)) ** 2 <= 1.0
+  if kind == 1:  # rotated rectangle
+    aspect = rng.uniform(0.3, 1.0)
+    return (np.abs(a) <= size) & (np.abs(b) <= size * aspect)
+  if kind == 2:  # convex polygon: jittered, evenly spread half-planes (gaps < pi keep it bounded)
+    n = int(rng.integers(4, 9))
+    normals = (np.arange(n) + rng.uniform(-0.25, 0.25, size=n)) * (2 * np.pi / n)
+    mask = np.ones_like(u, dtype=bool)
+    for t in normals:
+      mask &= a * np.cos(t) + b * np.sin(t) <= size * rng.uniform(0.6, 1.0)
+    return mask
+  if kind == 3:  # blob: radius modulated by a few harmonics
+    r = np.hypot(a, b)
+    theta = np.arctan2(b, a)
+    radius = np.full_like(r, size * 0.8)
+    for k in range(2, 5):
+      radius += size * rng.uniform(0.0, 0.15) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    return r <= radius
+  # thin bar (stems, poles): long and narrow
+  return (np.abs(a) <= size * rng.uniform(1.5, 3.0)) & (np.abs(b) <= size * rng.uniform(0.05, 0.15))
+
+
+def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: float,
+                 image: np.ndarray, disparity: np.ndarray) -> None:
+  """Z-buffers one textured shape at disparity ~d (slightly slanted) into `image`/`disparity`."""
+  height, width = u.shape
+  scale = float(max(height, width))
+  # Every random draw from `rng` happens here, before any array work, so the sequence of draws
+  # (and so the scene's layout) does not depend on the resolution.
+  cx = rng.uniform(-0.05, width / scale + 0.05)
+  cy = rng.uniform(-0.05, height / scale + 0.05)
+  size = rng.uniform(0.04, 0.14) * (0.6 + 1.2 * d)  # nearer shapes are larger on average
+  tilt = rng.uniform(-0.3, 0.3, size=2)
+  shape_rng, texture_rng = _child(rng), _child(rng)
+  # Restrict work to the shape's bounding box (the longest extent is a bar of 3 * size).
+  reach = 3.2 * size
+  i0, i1 = _span(cy - reach, cy + reach, scale, height)
+  j0, j1 = _span(cx - reach, cx + reach, scale, width)
+  if i0 >= i1 or j0 >= j1:
+    return
+  uu, vv = u[i0:i1, j0:j1], v[i0:i1, j0:j1]
+  mask = _shape_mask(shape_rng, uu, vv, cx, cy, size)
+  local_d = d + tilt[0] * (uu - cx) + tilt[1] * (vv - cy)
+  local_d = np.clip(local_d, _BACKGROUND_MAX_DISPARITY, 1.0).astype(np.float32)
+  visible = mask & (local_d >= disparity[i0:i1, j0:j1])
+  if not visible.any():
+    return
+  texture = _texture(texture_rng, uu, vv, frame=(cx, cy, reach))
+  image[i0:i1, j0:j1][visible] = texture[visible]
+  disparity[i0:i1, j0:j1][visible] = local_d[visible]
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+  """An independent generator that consumes exactly one draw of `rng`."""
+  return np.random.default_rng(int(rng.integers(2**63)))
+
+
+def _span(lo: float, hi: float, scale: float, size: int) -> tuple[int, int]:
+  return max(0, int(np.floor(lo * scale))), min(size, int(np.ceil(hi * scale)) + 1)
+
+
+def _paint_highlights(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
+                      image: np.ndarray, scale: float) -> None:
+  """Small saturated spots (lamps, speculars) on existing surfaces: they become bokeh discs."""
+  height, width = u.shape
+  for _ in range(int(rng.integers(2, 9))):
+    cx = rng.uniform(0.0, width / scale)
+    cy = rng.uniform(0.0, height / scale)
+    radius = max(rng.uniform(0.003, 0.01), 0.75 / scale)  # at least about one pixel
+    tint = 1.0 - rng.uniform(0.0, 0.25, size=3) * (rng.random() < 0.5)
+    i0, i1 = _span(cy - radius, cy + radius, scale, height)
+    j0, j1 = _span(cx - radius, cx + radius, scale, width)
+    spot = np.hypot(u[i0:i1, j0:j1] - cx, v[i0:i1, j0:j1] - cy) <= radius
+    image[i0:i1, j0:j1][spot] = tint.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ textures
+
+
+def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: float) -> np.ndarray:
+  """Bilinear value noise in [0, 1] with `cells` lattice cells per unit length.
+
+  The lattice covers the unit square in absolute coordinates, so the noise is the same function
+  of (u, v) at every resolution and for every crop of the grid.
+  """
+  n = int(np.ceil(cells)) + 2
+  lattice = rng.random((n, n)).astype(np.float32)
+  x, y = np.clip(u, 0.0, 1.0) * cells, np.clip(v, 0.0, 1.0) * cells
+  x0, y0 = np.floor(x), np.floor(y)
+  fx, fy = x - x0, y - y0
+  fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)  # smoothstep
+  ix, iy = x0.astype(np.int64), y0.astype(np.int64)
+  top = lattice[iy, ix] * (1 - fx) + lattice[iy, ix + 1] * fx
+  bottom = lattice[iy + 1, ix] * (1 - fx) + lattice[iy + 1, ix + 1] * fx
+  return top * (1 - fy) + bottom * fy
+
+
+def _fractal_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  base = rng.uniform(3.0, 10.0)
+  total, weight = np.zeros_like(u), 0.0
+  for octave in range(4):
+    amp = 0.55 ** octave
+    total += amp * _value_noise(rng, u, v, base * 2 ** octave)
+    weight += amp
+  return total / weight
+
+
+def _strokes(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, frame) -> np.ndarray:
+  """Glyph-like pattern: a few thick line segments and arcs inside `frame`, 1 on the strokes."""
+  out = np.zeros_like(u)
+  cx, cy, half = frame
+  extent = 2.0 * half
+  width = extent * rng.uniform(0.01, 0.03)
+  for _ in range(int(rng.integers(3, 9))):
+    p = np.array([cx - half, cy - half]) + rng.random(2) * extent
+    if rng.random() < 0.6:  # segment
+      q = p + rng.normal(size=2) * extent * 0.3
+      d = q - p
+      t = np.clip(((u - p[0]) * d[0] + (v - p[1]) * d[1]) / max(float(d @ d), 1e-12), 0.0, 1.0)
+      dist = np.hypot(u - p[0] - t * d[0], v - p[1] - t * d[1])
+    else:  # ring arc
+      radius = extent * rng.uniform(0.05, 0.25)
+      dist = np.abs(np.hypot(u - p[0], v - p[1]) - radius)
+    out = np.maximum(out, (dist <= width).astype(np.float32))
+  return out
+
+
+def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
+             frame: tuple[float, float, float]) -> np.ndarray:
+  """A random colour texture [h, w, 3]: noise, stripes, checkers, gradient or strokes.
+
+  `frame` = (centre x, centre y, half extent) of the surface it covers, for gradients and strokes.
+  """
+  c0, c1 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
+  kind = rng.integers(5)
+  angle = rng.uniform(0.0, np.pi)
+  along = np.cos(angle) * u + np.sin(angle) * v
+  across = -np.sin(angle) * u + np.cos(angle) * v
+  freq = rng.uniform(6.0, 60.0)  # cycles per unit length (longer image side)
+  if kind == 0:
+    t = _fractal_noise(rng, u, v)
+  elif kind == 1:
+    t = 0.5 + 0.5 * np.sin(2 * np.pi * freq * along + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.5:
+      t = (t > 0.5).astype(np.float32)
+  elif kind == 2:
+    t = ((np.floor(along * freq) + np.floor(across * freq)) % 2).astype(np.float32)
+  elif kind == 3:
+    centre = np.cos(angle) * frame[0] + np.sin(angle) * frame[1]
+    t = np.clip(0.5 + 0.5 * (along - centre) / frame[2], 0.0, 1.0)
+  else:
+    t = _strokes(rng, u, v, frame)
+  t = t.astype(np.float32)
+  image = c0 + (c1 - c0) * t[..., None]
+  grain = rng.uniform(0.01, 0.06)  # per-pixel detail: real high-frequency content everywhere
+  image = image + grain * rng.standard_normal(image.shape).astype(np.float32)
+  return np.clip(image, 0.0, 1.0).astype(np.float32)
