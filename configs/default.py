@@ -46,6 +46,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.remat = "none"  # "none" | "full" | "dots" (named remat policies)
   config.model.scan_layers = False
 
+  # ---------------------------------------------------------------- FLUX backbone (model.name="flux")
+  config.flux = ml_collections.ConfigDict()
+  config.flux.variant = "dev"  # named FLUX size (see diffcamera_jax/models/flux.py)
+  config.flux.transformer_weights = ""  # .safetensors file, or a sharded index.json
+  config.flux.vae_weights = ""
+  config.flux.text_embeddings = ""  # precomputed T5/CLIP embeddings (.npy/.safetensors); zeros if empty
+  config.flux.lora_rank = 16
+  config.flux.lora_alpha = 16.0
+  config.flux.lora_targets = ("attn", "mlp")
+
   # ---------------------------------------------------------------- objective
   config.objective = ml_collections.ConfigDict()
   config.objective.stack_weight = 1.0  # lambda_stack

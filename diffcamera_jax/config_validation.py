@@ -1,0 +1,133 @@
+"""Up-front config checks: every problem is reported naming the config field, before any work.
+
+The schema is `configs/default.py`: a config may only carry the fields it defines (a typo in a
+config file or an override is an error, not a silently ignored key).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+from configs import default as default_config
+
+_MESH_AXES = ("data", "fsdp", "tensor")
+
+
+class ConfigError(ValueError):
+  """A config field has an impossible or missing value."""
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """Fields of `config` that the schema (configs/default.py) does not define."""
+  schema = _flatten(default_config.get_config())
+  return sorted(set(_flatten(config)) - set(schema))
+
+
+def resolve_mesh_shape(shape: Iterable[int], num_devices: int) -> tuple[int, ...]:
+  """Replaces a single -1 in `config.mesh.shape` by what fills `num_devices`."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(_MESH_AXES):
+    raise ConfigError(f"config.mesh.shape must have {len(_MESH_AXES)} entries {_MESH_AXES}, got {shape}")
+  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"config.mesh.shape={shape}: entries must be positive, with at most one -1")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      raise ConfigError(f"config.mesh.shape={shape} does not divide the {num_devices} devices")
+    shape = tuple(num_devices // known if s == -1 else s for s in shape)
+  if math.prod(shape) != num_devices:
+    raise ConfigError(f"config.mesh.shape={shape} needs {math.prod(shape)} devices, {num_devices} exist")
+  return shape
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+                    check_paths: bool = True) -> None:
+  """Raises `ConfigError` naming the first offending field; returns None when the config is sound."""
+  extra = unknown_fields(config)
+  if extra:
+    raise ConfigError(f"unknown config field(s): {', '.join('config.' + e for e in extra)}")
+  data, model = config.data, config.model
+
+  height, width = (int(v) for v in data.image_size)
+  if height <= 0 or width <= 0:
+    raise ConfigError(f"config.data.image_size={tuple(data.image_size)} must be positive")
+  stride = model.patch_size * (8 if model.latent_mode == "vae" else 1)
+  if height % stride or width % stride:
+    raise ConfigError(
+        f"config.data.image_size={(height, width)} must be divisible by {stride} "
+        f"(config.model.patch_size={model.patch_size} in latent_mode={model.latent_mode!r})")
+  if model.latent_mode not in ("pixels", "vae"):
+    raise ConfigError(f"config.model.latent_mode={model.latent_mode!r}: expected 'pixels' or 'vae'")
+  if model.name not in ("dit", "flux"):
+    raise ConfigError(f"config.model.name={model.name!r}: expected 'dit' or 'flux'")
+  if model.remat not in ("none", "full", "dots"):
+    raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
+  for field in ("dtype", "param_dtype"):
+    if model[field] not in ("float32", "bfloat16", "float16"):
+      raise ConfigError(f"config.model.{field}={model[field]!r}: expected float32, bfloat16 or float16")
+
+  low, high = data.blur_range
+  if not 0 <= low <= high:
+    raise ConfigError(f"config.data.blur_range={tuple(data.blur_range)} must satisfy 0 <= low <= high")
+  for field in ("p_source_all_in_focus", "p_target_all_in_focus"):
+    if not 0.0 <= data[field] <= 1.0:
+      raise ConfigError(f"config.data.{field}={data[field]} must be a probability in [0, 1]")
+  if not 0.0 <= config.objective.p_depth_drop <= 1.0:
+    raise ConfigError(f"config.objective.p_depth_drop={config.objective.p_depth_drop} must be in [0, 1]")
+  if config.objective.stack_weight < 0:
+    raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
+  for blades in data.aperture_blades:
+    if blades < 0 or blades in (1, 2):
+      raise ConfigError(f"config.data.aperture_blades contains {blades}: use 0 (disk) or >= 3")
+  if data.source not in ("procedural", "tfds"):
+    raise ConfigError(f"config.data.source={data.source!r}: expected 'procedural' or 'tfds'")
+  if data.batch_size <= 0:
+    raise ConfigError(f"config.data.batch_size={data.batch_size} must be positive")
+  if data.num_workers < 0:
+    raise ConfigError(f"config.data.num_workers={data.num_workers} must be >= 0")
+  for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    if config.train[field] <= 0:
+      raise ConfigError(f"config.train.{field}={config.train[field]} must be positive")
+
+  if num_devices is not None:
+    mesh_shape = resolve_mesh_shape(config.mesh.shape, num_devices)
+    batch_shards = mesh_shape[0] * mesh_shape[1]
+    if data.batch_size % batch_shards:
+      raise ConfigError(
+          f"config.data.batch_size={data.batch_size} is not divisible by the {batch_shards} batch "
+          f"shards of config.mesh.shape={mesh_shape} (data x fsdp)")
+
+  if check_paths:
+    _check_paths(config)
+
+
+def _path_exists(path: str) -> bool:
+  if "://" in path:  # Bucket paths are checked where they are read, with the runtime's credentials.
+    return True
+  return os.path.exists(path)
+
+
+def _check_paths(config: ml_collections.ConfigDict) -> None:
+  data, model = config.data, config.model
+  if data.source == "tfds":
+    if not data.tfds_data_dir or "YOUR_BUCKET" in data.tfds_data_dir:
+      raise ConfigError("config.data.tfds_data_dir must name the prepared dataset directory "
+                        f"(got {data.tfds_data_dir!r})")
+    if not _path_exists(data.tfds_data_dir):
+      raise ConfigError(f"config.data.tfds_data_dir={data.tfds_data_dir!r} does not exist")
+  if model.vae_params and not _path_exists(model.vae_params):
+    raise ConfigError(f"config.model.vae_params={model.vae_params!r} does not exist")
