@@ -1,0 +1,1 @@
+"""Cloud TPU launch helpers (gcloud TPU VMs and queued resources, xpk on GKE)."""
