@@ -95,6 +95,7 @@ def commands_for(args: argparse.Namespace) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """Flags of the launcher; everything after `--` goes to the train command."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("steps", nargs="+", choices=STEPS)
   parser.add_argument("--name", required=True, help="TPU VM (and queued resource) name")
@@ -110,10 +111,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--workdir", default="", help="gs:// path for checkpoints and logs")
   parser.add_argument("--data", default="", help="gs:// path of the prepared TFDS data_dir")
   parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-  parser.add_argument("extra", nargs=argparse.REMAINDER,
-                      help="after '--': more flags for the train command, e.g. --config.train.num_steps=10")
-  args = parser.parse_args(argv)
-  args.extra = [a for a in args.extra if a != "--"]
+  argv = list(argv)
+  split = argv.index("--") if "--" in argv else len(argv)
+  args = parser.parse_args(argv[:split])
+  args.extra = argv[split + 1:]
   if "train" in args.steps and not args.workdir.startswith("gs://"):
     parser.error("--workdir must be a gs:// bucket path when training on a pod (all workers write it)")
   return args

@@ -33,6 +33,7 @@ def workload_command(args: argparse.Namespace) -> list[str]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """Flags of the launcher; everything after `--` goes to the train command."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--cluster", required=True)
   parser.add_argument("--name", default="diffcamera-train")
@@ -45,9 +46,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--data", default="")
   parser.add_argument("--dry-run", action="store_true")
-  parser.add_argument("extra", nargs=argparse.REMAINDER)
-  args = parser.parse_args(argv)
-  args.extra = [a for a in args.extra if a != "--"]
+  argv = list(argv)
+  split = argv.index("--") if "--" in argv else len(argv)
+  args = parser.parse_args(argv[:split])
+  args.extra = argv[split + 1:]
   if not args.workdir.startswith("gs://"):
     parser.error("--workdir must be a gs:// bucket path (every host writes checkpoint shards)")
   return args
