@@ -1,0 +1,76 @@
+"""Config validation names the offending field; every shipped config passes it."""
+import pathlib
+
+import pytest
+from ml_collections import config_flags  # noqa: F401  (ensures the flags module imports)
+
+from configs import default, gpu, tpu_v4
+from diffcamera_jax.config_validation import ConfigError, resolve_mesh_shape, validate_config
+
+
+def test_default_configs_are_valid():
+  validate_config(default.get_config(), num_devices=1)
+  validate_config(default.get_config("tiny"), num_devices=1)
+  validate_config(gpu.get_config(), num_devices=1)
+  validate_config(tpu_v4.get_config("procedural"), num_devices=16)
+
+
+def test_unknown_field_is_named():
+  config = default.get_config()
+  config.data.batchsize = 3
+  with pytest.raises(ConfigError, match=r"config\.data\.batchsize"):
+    validate_config(config)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.image_size", (30, 32), r"config\.data\.image_size"),
+    ("data.blur_range", (5.0, 1.0), r"config\.data\.blur_range"),
+    ("data.aperture_blades", (0, 2), r"config\.data\.aperture_blades"),
+    ("objective.p_depth_drop", 1.5, r"config\.objective\.p_depth_drop"),
+    ("model.latent_mode", "latent", r"config\.model\.latent_mode"),
+    ("data.source", "web", r"config\.data\.source"),
+    ("train.num_steps", 0, r"config\.train\.num_steps"),
+])
+def test_bad_values_are_named(field, value, message):
+  config = default.get_config()
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(ConfigError, match=message):
+    validate_config(config)
+
+
+def test_batch_must_divide_batch_shards():
+  config = default.get_config()
+  config.data.batch_size = 12
+  config.mesh.shape = (8, 1, 1)
+  with pytest.raises(ConfigError, match=r"config\.data\.batch_size=12 is not divisible"):
+    validate_config(config, num_devices=8)
+
+
+def test_mesh_shape_resolution():
+  assert resolve_mesh_shape((-1, 1, 1), 8) == (8, 1, 1)
+  assert resolve_mesh_shape((2, -1, 2), 8) == (2, 2, 2)
+  with pytest.raises(ConfigError, match="needs 4 devices, 8 exist"):
+    resolve_mesh_shape((2, 2, 1), 8)
+  with pytest.raises(ConfigError, match="does not divide"):
+    resolve_mesh_shape((3, -1, 1), 8)
+
+
+def test_missing_paths_are_named(tmp_path: pathlib.Path):
+  config = tpu_v4.get_config()
+  with pytest.raises(ConfigError, match=r"config\.data\.tfds_data_dir"):
+    validate_config(config)
+  config.data.tfds_data_dir = str(tmp_path / "absent")
+  with pytest.raises(ConfigError, match="does not exist"):
+    validate_config(config)
+  config.data.tfds_data_dir = str(tmp_path)
+  config.model.vae_params = str(tmp_path / "no_vae")
+  with pytest.raises(ConfigError, match=r"config\.model\.vae_params"):
+    validate_config(config)
+  config.model.vae_params = ""
+  validate_config(config)
+
+
+def test_unknown_variant_is_an_error():
+  with pytest.raises(ValueError, match="unknown variant"):
+    default.get_config("huge")
