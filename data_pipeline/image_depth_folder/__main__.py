@@ -1,0 +1,25 @@
+"""Prepares the dataset: `python -m data_pipeline.image_depth_folder --source_dir=... --data_dir=...`."""
+from absl import app
+from absl import flags
+
+from data_pipeline import image_depth_folder
+
+_SOURCE_DIR = flags.DEFINE_string("source_dir", None, "Folder with images/ and maps/.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).", required=True)
+_MAP_KIND = flags.DEFINE_enum("map_kind", "disparity", ["disparity", "depth"],
+                              "What the map files hold.")
+_SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Skip and count bad files instead of stopping.")
+
+
+def main(argv):
+  del argv
+  builder = image_depth_folder.prepare(_SOURCE_DIR.value, _DATA_DIR.value,
+                                       map_kind=_MAP_KIND.value, skip_bad=_SKIP_BAD.value)
+  splits = {name: info.num_examples for name, info in builder.info.splits.items()}
+  print(f"prepared {builder.data_dir}: examples per split {splits}; skipped {len(builder.skipped)}")
+  for item in builder.skipped:
+    print(f"  skipped {item['path']}: {item['reason']}")
+
+
+if __name__ == "__main__":
+  app.run(main)
