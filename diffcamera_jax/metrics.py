@@ -1,0 +1,172 @@
+"""Image-quality and depth-of-field metrics for refocusing (pure JAX; images `[..., H, W, 3]` in [0, 1]).
+
+- `psnr`, `ssim`: fidelity to ground truth (dm-pix's implementations; SSIM with the usual 11x11
+  Gaussian window, sigma 1.5).
+- `laplacian_variance`, `lvcorr`: does the blur *grow with the requested blur level*? Over a blur
+  sweep of one scene (same focus, blur levels K_1..K_n), sharpness is measured as the variance of
+  the Laplacian of luma. LVCorr is the Pearson correlation between K and -log(Laplacian variance):
+  a renderer that blurs more for larger K scores close to +1, one that ignores K scores about 0,
+  and one that blurs *less* for larger K scores -1. (The log makes the roughly power-law decay of
+  sharpness with blur radius close to linear in K, so a correct sweep is not penalised for the
+  curvature of that law; the sign makes "correct" positive.)
+- `depth_sharpness`, `focus_accuracy`: is the sharpest region at the requested depth? The image is
+  split into disparity bins; in each, mean squared Laplacian of the output is divided by that of
+  the all-in-focus reference (so texture-poor depths are not penalised), and the focus is hit when
+  the bin with the highest ratio is the bin holding the focus disparity.
+- `stack_blend`, `stacking_consistency`: refocused outputs at two focal planes, blended by the
+  nearer-plane mask, must match the multi-focus image (the paper's stacking constraint) -> PSNR.
+"""
+from __future__ import annotations
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+
+_LUMA = jnp.array([0.2126, 0.7152, 0.0722], jnp.float32)
+
+
+def _check_pair(a: jax.Array, b: jax.Array, names: tuple[str, str] = ("a", "b")) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} vs {b.shape}")
+  if a.ndim < 3 or a.shape[-1] != 3:
+    raise ValueError(f"{names[0]}: expected [..., H, W, 3] images, got shape {a.shape}")
+
+
+def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean squared error over the last three axes: `[..., H, W, 3]` x 2 -> `[...]`."""
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  _check_pair(a, b)
+  return jnp.mean((a - b) ** 2, axis=(-3, -2, -1))
+
+
+def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
+  """PSNR in dB for images in [0, 1] (peak 1): `-10 log10(MSE)`; identical images give +inf."""
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  _check_pair(a, b)
+  return dm_pix.psnr(a, b)
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) over the last three axes."""
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  _check_pair(a, b)
+  if min(a.shape[-3:-1]) < 11:
+    raise ValueError(f"ssim needs images of at least 11x11 pixels, got {a.shape[-3:-1]}")
+  return dm_pix.ssim(a, b, max_val=1.0)
+
+
+def laplacian(image: jax.Array) -> jax.Array:
+  """4-neighbour Laplacian of luma on the valid interior: `[..., H, W, 3]` -> `[..., H-2, W-2]`."""
+  image = jnp.asarray(image, jnp.float32)
+  if image.ndim < 3 or image.shape[-1] != 3 or min(image.shape[-3:-1]) < 3:
+    raise ValueError(f"image: expected [..., H, W, 3] with H, W >= 3, got shape {image.shape}")
+  y = image @ _LUMA
+  c = y[..., 1:-1, 1:-1]
+  return y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:] - 4.0 * c
+
+
+def laplacian_variance(image: jax.Array) -> jax.Array:
+  """Variance of the luma Laplacian (a standard no-reference sharpness measure): `[...]`."""
+  return jnp.var(laplacian(image), axis=(-2, -1))
+
+
+def pearson(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Pearson correlation of two 1-D series along the last axis; 0 where either is constant."""
+  x = jnp.asarray(x, jnp.float32)
+  y = jnp.asarray(y, jnp.float32)
+  xc = x - x.mean(-1, keepdims=True)
+  yc = y - y.mean(-1, keepdims=True)
+  def varies(v):  # a spread within float32 rounding of the values counts as constant
+    spread = v.max(-1) - v.min(-1)
+    return spread > 1e-6 * jnp.maximum(jnp.abs(v).max(-1), 1e-30)
+  ok = varies(x) & varies(y)
+  denom = jnp.sqrt((xc ** 2).sum(-1) * (yc ** 2).sum(-1))
+  return jnp.where(ok, (xc * yc).sum(-1) / jnp.where(ok, denom, 1.0), 0.0)
+
+
+def lvcorr(blur_levels: jax.Array, sweep: jax.Array, *, eps: float = 1e-10) -> jax.Array:
+  """LVCorr of one blur sweep: Pearson(K, -log(LV + eps)); +1 = sharpness falls as K rises.
+
+  `blur_levels` `[N]` (N >= 2, not all equal), `sweep` `[..., N, H, W, 3]` (frame i rendered or
+  generated at blur K_i). Returns `[...]`; 0 when the sweep's sharpness does not vary at all.
+  """
+  k = jnp.asarray(blur_levels, jnp.float32)
+  sweep = jnp.asarray(sweep, jnp.float32)
+  if k.ndim != 1 or k.shape[0] < 2:
+    raise ValueError(f"blur_levels: expected a 1-D series of >= 2 levels, got shape {k.shape}")
+  if sweep.ndim < 4 or sweep.shape[-4] != k.shape[0]:
+    raise ValueError(f"sweep: expected [..., {k.shape[0]}, H, W, 3] to match blur_levels, "
+                     f"got shape {sweep.shape}")
+  lv = laplacian_variance(sweep)
+  return pearson(jnp.broadcast_to(k, lv.shape), -jnp.log(lv + eps))
+
+
+def depth_bins(disparity: jax.Array, num_bins: int) -> jax.Array:
+  """Index of the uniform disparity bin (of `num_bins` over [0, 1]) for each value."""
+  return jnp.clip(jnp.floor(jnp.asarray(disparity) * num_bins), 0, num_bins - 1).astype(jnp.int32)
+
+
+def depth_sharpness(image: jax.Array, disparity: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Array]:
+  """Sum of squared luma Laplacian and pixel count per disparity bin: (`[nb]`, `[nb]`).
+
+  Single image `[H, W, 3]` with disparity `[H, W]`; vmap for batches.
+  """
+  lap2 = laplacian(image) ** 2
+  bins = depth_bins(jnp.asarray(disparity)[1:-1, 1:-1], num_bins).reshape(-1)
+  sums = jax.ops.segment_sum(lap2.reshape(-1), bins, num_segments=num_bins)
+  counts = jax.ops.segment_sum(jnp.ones_like(lap2).reshape(-1), bins, num_segments=num_bins)
+  return sums, counts
+
+
+def focus_accuracy(image: jax.Array, reference: jax.Array, disparity: jax.Array,
+                   focus_disparity: jax.Array, *, num_bins: int = 8,
+                   min_fraction: float = 0.02) -> jax.Array:
+  """1.0 when the sharpest disparity bin (relative to `reference`) holds `focus_disparity`, else 0.
+
+  `image`, `reference` (the all-in-focus image of the same scene) `[H, W, 3]`, `disparity` `[H, W]`,
+  `focus_disparity` scalar. Bins with fewer than `min_fraction` of the pixels are ignored; if the
+  focus bin itself is that small, the populated bin nearest to it counts as the focus bin.
+  """
+  image, reference = jnp.asarray(image, jnp.float32), jnp.asarray(reference, jnp.float32)
+  _check_pair(image, reference, ("image", "reference"))
+  if image.ndim != 3 or jnp.shape(disparity) != image.shape[:2]:
+    raise ValueError(f"focus_accuracy takes one image [H, W, 3] and disparity [H, W], got "
+                     f"{image.shape} and {jnp.shape(disparity)}")
+  if num_bins < 2:
+    raise ValueError(f"num_bins must be >= 2, got {num_bins}")
+  out_sums, counts = depth_sharpness(image, disparity, num_bins)
+  ref_sums, _ = depth_sharpness(reference, disparity, num_bins)
+  populated = counts >= min_fraction * counts.sum()
+  eps = 1e-6 * (ref_sums.sum() / counts.sum() + 1e-12) * counts
+  ratio = jnp.where(populated, (out_sums + eps) / (ref_sums + eps), -jnp.inf)
+  sharpest = jnp.argmax(ratio)
+  centres = (jnp.arange(num_bins) + 0.5) / num_bins
+  want = depth_bins(focus_disparity, num_bins)
+  distance = jnp.where(populated, jnp.abs(centres - centres[want]), jnp.inf)
+  focus_bin = jnp.where(populated[want], want, jnp.argmin(distance))
+  return (sharpest == focus_bin).astype(jnp.float32)
+
+
+def stack_blend(out_1: jax.Array, out_2: jax.Array, mask: jax.Array) -> jax.Array:
+  """`mask * out_1 + (1 - mask) * out_2` with mask `[..., H, W]` (1 where plane 1 is nearer)."""
+  out_1, out_2 = jnp.asarray(out_1, jnp.float32), jnp.asarray(out_2, jnp.float32)
+  _check_pair(out_1, out_2, ("out_1", "out_2"))
+  mask = jnp.asarray(mask, jnp.float32)
+  if mask.shape != out_1.shape[:-1]:
+    raise ValueError(f"mask: expected shape {out_1.shape[:-1]}, got {mask.shape}")
+  return mask[..., None] * out_1 + (1.0 - mask[..., None]) * out_2
+
+
+def stacking_consistency(out_1: jax.Array, out_2: jax.Array, mask: jax.Array,
+                         multifocus: jax.Array) -> jax.Array:
+  """PSNR (dB) between the mask-blend of two refocused outputs and the multi-focus image."""
+  return psnr(stack_blend(out_1, out_2, mask), multifocus)
+
+
+def stack_mask(disparity: jax.Array, focus_disparity_1: jax.Array,
+               focus_disparity_2: jax.Array) -> jax.Array:
+  """M = 1 where plane 1 is at least as near in disparity as plane 2 (`|D-d1| <= |D-d2|`)."""
+  d = jnp.asarray(disparity, jnp.float32)
+  d1 = jnp.asarray(focus_disparity_1, jnp.float32)[..., None, None]
+  d2 = jnp.asarray(focus_disparity_2, jnp.float32)[..., None, None]
+  return (jnp.abs(d - d1) <= jnp.abs(d - d2)).astype(jnp.float32)
