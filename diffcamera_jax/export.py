@@ -66,3 +66,48 @@ def load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any]:
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(params_path)
   return config, params
+
+
+def export_from_workdir(workdir: str, out: str, step: int | None = None) -> int:
+  """Writes the EMA params of checkpoint `step` (default: newest) of a training workdir to `out`."""
+  from diffcamera_jax import checkpointing  # Local: keeps `load_exported` light for notebooks.
+
+  config_path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"workdir {workdir} has no {CONFIG_FILE}: is it a training workdir?")
+  config = load_config_json(config_path)
+  manager = checkpointing.make_checkpoint_manager(workdir, config, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"workdir {workdir} has no checkpoint to export")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"--step {step} is not among the checkpoints {sorted(steps)} of {workdir}")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  state = restored["state"]
+  ema = state["ema_params"] if isinstance(state, dict) else state.ema_params
+  save_exported(out, config, ema)
+  manager.close()
+  return step
+
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  import sys
+
+  parser = argparse.ArgumentParser(description="Export EMA params + config for inference.")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--step", type=int, default=None)
+  args = parser.parse_args(argv)
+  try:
+    step = export_from_workdir(args.workdir, args.out, args.step)
+  except (FileNotFoundError, FileExistsError, ValueError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(f"exported step {step} of {args.workdir} to {os.path.abspath(args.out)}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

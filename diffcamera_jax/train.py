@@ -1,0 +1,49 @@
+"""The training program.
+
+    python -m diffcamera_jax.train --config=configs/default.py --workdir=workdir/default \
+        [--config.train.num_steps=1000] [--config=configs/default.py:tiny]
+
+Resumes automatically from the newest checkpoint in `--workdir`. On a TPU pod every worker runs
+this same command (see `launch/`); `jax.distributed` connects them. SIGTERM saves a checkpoint and
+exits cleanly.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from diffcamera_jax import distributed
+from diffcamera_jax.config_validation import ConfigError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (`get_config(arg)`).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "workdir", "Checkpoints, TensorBoard events and sample grids.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                  "Join a multi-process run: auto-detect (TPU pods, SLURM, MPI), force, or never.")
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (clusters JAX cannot detect).")
+flags.DEFINE_integer("num_processes", 0, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", -1, "This process's id (with --coordinator_address).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id)
+  from diffcamera_jax import trainer  # Imported after the runtime is up: it touches devices.
+  try:
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ConfigError, trainer.NonFiniteLossError) as error:
+    logging.error("%s", error)
+    print(f"error: {error}", file=sys.stderr)
+    return 2 if isinstance(error, ConfigError) else 3
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,112 @@
+"""The training loop: data → device render → sharded train step → logs, evaluation, checkpoints.
+
+Reads top to bottom like the program runs: setup, data, model and state, restore, step functions,
+loop. Every random draw derives from `config.seed` and the step number, and the data iterator's state
+is checkpointed, so a resumed run is bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+
+from data_pipeline import pipeline, simulate as simulate_lib
+from diffcamera_jax import checkpointing, models, sharding, train_state, train_step as train_step_lib
+from diffcamera_jax import periodic_eval
+from diffcamera_jax.config_validation import validate_config
+from diffcamera_jax.preemption import StopRequest
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+  bad = {k: v for k, v in metrics.items() if k in ("loss", "grad_norm") and not np.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; stopping. "
+        "The last good checkpoint is intact: lower config.optim.learning_rate or check the data.")
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
+  # ------------------------------------------------------------------ setup
+  validate_config(config, num_devices=jax.device_count())
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(workdir, config)
+  mesh = sharding.make_mesh(config)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  stop = StopRequest()
+
+  # ------------------------------------------------------------------ data
+  data_iter = pipeline.make_train_iterator(config)
+
+  # ------------------------------------------------------------------ model and state
+  model, codec = models.build_model(config)
+  root_rng = jax.random.key(config.seed)
+  init_rng, loop_rng = jax.random.split(root_rng)
+  state, state_sharding = train_state.create_train_state(config, model, codec, mesh, init_rng)
+
+  # ------------------------------------------------------------------ restore
+  manager = checkpointing.make_checkpoint_manager(workdir, config)
+  restored = checkpointing.restore_latest(manager, state, data_iter)
+  if restored is not None:
+    start_step, state = restored
+    logging.info("resumed from checkpoint step %d", start_step)
+  else:
+    start_step = 0
+
+  # ------------------------------------------------------------------ step functions
+  train_step = train_step_lib.make_train_step(config, model, codec, mesh, state_sharding)
+  simulate = simulate_lib.make_simulate_fn(config, mesh)
+  evaluator = periodic_eval.HeldOutEvaluator(config, model, codec, mesh, workdir)
+  report = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer,
+                                           every_steps=config.train.log_every, every_secs=None)
+
+  # ------------------------------------------------------------------ loop
+  step = start_step
+  with metric_writers.ensure_flushes(writer):
+    while step < config.train.num_steps:
+      with report.timed("data"):
+        host_batch = next(data_iter)
+        batch = pipeline.to_global_batch(host_batch, mesh)
+      step_rng = jax.random.fold_in(loop_rng, step)
+      render_rng, update_rng = jax.random.split(step_rng)
+      example = simulate(batch, render_rng)
+      state, metrics = train_step(state, example, update_rng)
+      step += 1
+      report(step)
+
+      is_last = step == config.train.num_steps
+      must_stop = stop.should_stop(step, sync=step % config.train.log_every == 0 or is_last)
+      save_due = must_stop or is_last or manager.should_save(step)
+      if step % config.train.log_every == 0 or save_due:
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(step, scalars)
+        writer.write_scalars(step, scalars)
+      if step % config.train.eval_every == 0 or is_last:
+        with report.timed("eval"):
+          evaluator.run(state.ema_params, step, writer)
+      if save_due:
+        checkpointing.save(manager, step, state, data_iter, config, force=must_stop or is_last)
+      if must_stop:
+        logging.warning("stop requested (SIGTERM): checkpoint saved at step %d, exiting", step)
+        break
+  manager.wait_until_finished()
+  manager.close()
+  stop.restore_handler()
+  return state
