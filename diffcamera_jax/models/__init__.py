@@ -1,0 +1,49 @@
+"""Models: the in-context DiT (`dit`), its building blocks, the latent codec and named sizes.
+
+`build_model(config)` returns the DiT and the latent codec the config asks for.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from diffcamera_jax.models.camera import CAMERA_FEATURES, camera_features
+from diffcamera_jax.models.dit import DiT
+from diffcamera_jax.models.latents import LatentCodec, make_codec
+from diffcamera_jax.models.sizes import SIZES, ModelSize, get_size
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _dtype(name: str, field: str):
+  if name not in _DTYPES:
+    raise ValueError(f"config.model.{field} must be one of {sorted(_DTYPES)}, got {name!r}")
+  return _DTYPES[name]
+
+
+def build_model(config: ml_collections.ConfigDict,
+                codec_rng: jax.Array | None = None) -> tuple[DiT, LatentCodec]:
+  """(DiT, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised."""
+  m = config.model
+  if m.name != "dit":
+    raise ValueError(f"build_model builds config.model.name='dit', got {m.name!r}")
+  if m.patch_size <= 0:
+    raise ValueError(f"config.model.patch_size must be positive, got {m.patch_size}")
+  codec = make_codec(config, codec_rng)
+  model = DiT(
+      size=get_size(m.size), patch_size=m.patch_size, latent_channels=codec.latent_channels,
+      depth_mode=m.depth_mode, camera_frequencies=m.camera_frequencies, rope_theta=m.rope_theta,
+      dropout_rate=m.dropout, remat=m.remat, scan_layers=m.scan_layers,
+      dtype=_dtype(m.dtype, "dtype"), param_dtype=_dtype(m.param_dtype, "param_dtype"))
+  return model, codec
+
+
+def example_inputs(codec: LatentCodec, image_hw: tuple[int, int], batch_size: int = 1) -> tuple:
+  """Zero inputs of the right shapes for `DiT.init`: (x_t, t, reference, disparity, camera, keep)."""
+  latent = jnp.zeros((batch_size, *codec.latent_shape(tuple(image_hw))), jnp.float32)
+  return (latent, jnp.zeros((batch_size,), jnp.float32), latent,
+          jnp.zeros((batch_size, *image_hw), jnp.float32),
+          jnp.zeros((batch_size, CAMERA_FEATURES), jnp.float32), jnp.ones((batch_size,), bool))
+
+
+__all__ = ["CAMERA_FEATURES", "DiT", "LatentCodec", "ModelSize", "SIZES", "build_model",
+           "camera_features", "example_inputs", "get_size", "make_codec"]

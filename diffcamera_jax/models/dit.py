@@ -1,0 +1,155 @@
+"""The in-context diffusion transformer (DiT) that predicts the refocusing velocity.
+
+One token sequence per example: `[camera | depth | reference | noisy target]` (or, with
+`depth_mode="fold"`, the depth projection added to the reference tokens: `[camera | reference+depth |
+noisy target]`, a third shorter). The reference, depth and target grids are spatially aligned and
+share their 2-D RoPE positions; camera tokens sit at position (0, 0). A learned per-stream embedding
+tells the aligned grids apart. The timestep drives adaLN-zero; the output is read from the target
+tokens only.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffcamera_jax.models.camera import CameraEmbedder
+from diffcamera_jax.models.layers import DiTBlock, FinalLayer, TimestepEmbedder, constrain, dense
+from diffcamera_jax.models.layers import partitioned
+from diffcamera_jax.models.rope import grid_positions, rope_tables
+from diffcamera_jax.models.sizes import ModelSize
+
+DEPTH_MODES = ("fold", "tokens")
+REMAT_POLICIES = {
+    "full": None,  # save nothing; recompute the block in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def patchify(x: jnp.ndarray, patch: int) -> jnp.ndarray:
+  """`[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C]`, patches in raster order."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // patch, patch, w // patch, patch, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(tokens: jnp.ndarray, grid_hw: tuple[int, int], patch: int) -> jnp.ndarray:
+  """Inverse of `patchify`: `[B, gh*gw, p*p*C] -> [B, gh*p, gw*p, C]`."""
+  (b, _, d), (gh, gw) = tokens.shape, grid_hw
+  c = d // (patch * patch)
+  x = tokens.reshape(b, gh, gw, patch, patch, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, gh * patch, gw * patch, c)
+
+
+class DiT(nn.Module):
+  """`apply(x_t, t, reference, disparity, camera, depth_keep, train) -> v_hat` on latents.
+
+  x_t, reference: `[B, h, w, C]` latents; t: `[B]` in [0, 1]; disparity: `[B, H, W]` at image
+  resolution (an integer multiple of the latent grid) or None; camera: `[B, F]` from
+  `camera_features`; depth_keep: `[B]` bool, False replaces the depth by a learned null embedding.
+  """
+  size: ModelSize
+  patch_size: int = 2
+  latent_channels: int = 3
+  depth_mode: str = "fold"
+  camera_frequencies: int = 8
+  rope_theta: float = 10_000.0
+  dropout_rate: float = 0.0
+  remat: str = "none"
+  scan_layers: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _check(self, x_t, t, reference, disparity, camera, depth_keep):
+    if self.depth_mode not in DEPTH_MODES:
+      raise ValueError(f"DiT: depth_mode must be one of {DEPTH_MODES}, got {self.depth_mode!r}")
+    if self.remat != "none" and self.remat not in REMAT_POLICIES:
+      raise ValueError(f"DiT: remat must be 'none' or one of {sorted(REMAT_POLICIES)}, "
+                       f"got {self.remat!r}")
+    if x_t.ndim != 4 or x_t.shape[-1] != self.latent_channels:
+      raise ValueError(f"DiT: x_t must be [B, h, w, {self.latent_channels}], got {x_t.shape}")
+    b, h, w, _ = x_t.shape
+    if h % self.patch_size or w % self.patch_size:
+      raise ValueError(f"DiT: latent size {h}x{w} of x_t is not divisible by patch_size "
+                       f"{self.patch_size}")
+    if reference.shape != x_t.shape:
+      raise ValueError(f"DiT: reference must have x_t's shape {x_t.shape}, got {reference.shape}")
+    if t.shape != (b,):
+      raise ValueError(f"DiT: t must be [{b}], got {t.shape}")
+    if camera.ndim != 2 or camera.shape[0] != b:
+      raise ValueError(f"DiT: camera must be [{b}, F], got {camera.shape}")
+    if depth_keep.shape != (b,):
+      raise ValueError(f"DiT: depth_keep must be [{b}], got {depth_keep.shape}")
+    if disparity is not None:
+      if (disparity.ndim != 3 or disparity.shape[0] != b or disparity.shape[1] % h
+          or disparity.shape[2] % w or disparity.shape[1] // h != disparity.shape[2] // w):
+        raise ValueError(f"DiT: disparity must be [{b}, H, W] with H/h = W/w an integer for "
+                         f"latents {h}x{w}, got {disparity.shape}")
+
+  def _depth_tokens(self, disparity, depth_keep, latent_hw, batch, kw) -> jnp.ndarray:
+    """Depth tokens `[B, N, width]`: projected disparity patches, or the null embedding."""
+    if disparity is None:  # no depth: every example takes the null embedding
+      disparity = jnp.zeros((batch, *latent_hw), jnp.float32)
+      depth_keep = jnp.zeros((batch,), bool)
+    factor = disparity.shape[1] // latent_hw[0]
+    patches = patchify(2.0 * disparity[..., None] - 1.0, self.patch_size * factor)
+    tokens = dense(self.size.width, ("channels", "embed"), ("embed",), name="depth_embed",
+                   **kw)(patches)
+    null = self.param("null_depth", partitioned(nn.initializers.normal(0.02), ("embed",)),
+                      (self.size.width,), self.param_dtype)
+    return jnp.where(depth_keep[:, None, None], tokens, null.astype(tokens.dtype))
+
+  def _blocks(self, x, c, cos, sin, train: bool) -> jnp.ndarray:
+    block = DiTBlock
+    if self.remat != "none":
+      block = nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat],
+                       prevent_cse=not self.scan_layers)
+    kw = dict(size=self.size, dropout_rate=self.dropout_rate, deterministic=not train,
+              dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.scan_layers:
+      scanned = nn.scan(block, variable_axes={"params": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                        length=self.size.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(name="blocks", **kw)(x, c, cos, sin)
+      return x
+    for i in range(self.size.depth):
+      x, _ = block(name=f"block_{i}", **kw)(x, c, cos, sin)
+    return x
+
+  @nn.compact
+  def __call__(self, x_t: jnp.ndarray, t: jnp.ndarray, reference: jnp.ndarray,
+               disparity: jnp.ndarray | None, camera: jnp.ndarray, depth_keep: jnp.ndarray,
+               train: bool = False) -> jnp.ndarray:
+    self._check(x_t, t, reference, disparity, camera, depth_keep)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    b, h, w, _ = x_t.shape
+    grid_hw = (h // self.patch_size, w // self.patch_size)
+    n = grid_hw[0] * grid_hw[1]
+    width = self.size.width
+
+    embed = lambda x, name: dense(width, ("channels", "embed"), ("embed",), name=name, **kw)(
+        patchify(x, self.patch_size))
+    target = embed(x_t, "target_embed")
+    reference = embed(reference, "reference_embed")
+    depth = self._depth_tokens(disparity, depth_keep, (h, w), b, kw)
+    stream = self.param("stream_embed", partitioned(nn.initializers.normal(0.02), (None, "embed")),
+                        (3, width), self.param_dtype).astype(target.dtype)
+    camera_tokens = CameraEmbedder(self.size.num_camera_tokens, width, self.camera_frequencies,
+                                   name="camera_embed", **kw)(camera)
+
+    grid = grid_positions(*grid_hw)
+    if self.depth_mode == "fold":
+      streams = [reference + depth + stream[1], target + stream[2]]
+    else:
+      streams = [depth + stream[0], reference + stream[1], target + stream[2]]
+    x = jnp.concatenate([camera_tokens.astype(target.dtype)] + streams, axis=1)
+    positions = jnp.concatenate(
+        [jnp.zeros((self.size.num_camera_tokens, 2), jnp.float32)] + [grid] * len(streams))
+    cos, sin = rope_tables(positions, self.size.head_dim, self.rope_theta)
+    x = constrain(x, ("batch", "length", "embed"))
+
+    c = TimestepEmbedder(width, name="t_embed", **kw)(t)
+    x = self._blocks(x, c, cos, sin, train)
+    out = FinalLayer(self.patch_size ** 2 * self.latent_channels, name="final", **kw)(x[:, -n:], c)
+    return unpatchify(out, grid_hw, self.patch_size).astype(jnp.float32)

@@ -1,0 +1,190 @@
+"""Transformer building blocks of the in-context DiT, every parameter named by logical axes.
+
+Logical axis names (mapped to mesh axes by `config.mesh.logical_axis_rules`): `embed` (token
+width), `mlp` (MLP hidden), `heads`, `kv` (head dim), `modulation` (adaLN outputs), `channels`
+(patch / feature inputs), `layers` (stacked blocks under scan); activations use `batch`, `length`.
+"""
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffcamera_jax.models.rope import apply_rope
+from diffcamera_jax.models.sizes import ModelSize
+
+Dtype = Any
+
+_zeros = nn.initializers.zeros_init()
+_ones = nn.initializers.ones_init()
+
+
+def partitioned(init: nn.initializers.Initializer, axes: tuple) -> nn.initializers.Initializer:
+  """`init` whose parameter carries the logical axis names `axes`."""
+  return nn.with_logical_partitioning(init, axes)
+
+
+class Linear(nn.Module):
+  """Affine map contracting the last `in_dims` input axes into an output of shape `features`.
+
+  Unlike `nn.DenseGeneral` the kernel is created at its full rank, so its logical axis names
+  (`kernel_axes`, one per kernel dimension) hold from initialisation on.
+  """
+  features: tuple[int, ...]
+  kernel_axes: tuple
+  bias_axes: tuple
+  in_dims: int = 1
+  zero_init: bool = False
+  kernel_init: nn.initializers.Initializer | None = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    shape = x.shape[x.ndim - self.in_dims:] + tuple(self.features)
+    if len(self.kernel_axes) != len(shape) or len(self.bias_axes) != len(self.features):
+      raise ValueError(f"Linear {self.name}: kernel_axes {self.kernel_axes} / bias_axes "
+                       f"{self.bias_axes} do not match kernel shape {shape}")
+    init = self.kernel_init or nn.initializers.xavier_uniform(
+        in_axis=tuple(range(self.in_dims)), out_axis=tuple(range(self.in_dims, len(shape))))
+    kernel = self.param("kernel", partitioned(_zeros if self.zero_init else init,
+                                              self.kernel_axes), shape, self.param_dtype)
+    bias = self.param("bias", partitioned(_zeros, self.bias_axes), tuple(self.features),
+                      self.param_dtype)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    contract = tuple(range(x.ndim - self.in_dims, x.ndim))
+    y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_dims))), ((), ())))
+    return y + bias
+
+
+def dense(features, kernel_axes: tuple, bias_axes: tuple, *, name: str, dtype: Dtype,
+          param_dtype: Dtype, in_dims: int = 1, zero_init: bool = False,
+          kernel_init: nn.initializers.Initializer | None = None) -> Linear:
+  """A `Linear` with logically partitioned kernel and bias (zero kernel for adaLN-zero)."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return Linear(features, tuple(kernel_axes), tuple(bias_axes), in_dims=in_dims,
+                zero_init=zero_init, kernel_init=kernel_init, dtype=dtype,
+                param_dtype=param_dtype, name=name)
+
+
+def constrain(x: jnp.ndarray, axes: tuple) -> jnp.ndarray:
+  """Sharding constraint on an activation by logical names (no-op without rules and a mesh)."""
+  return nn.with_logical_constraint(x, axes)
+
+
+def modulate(x: jnp.ndarray, shift: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
+  """adaLN: `x * (1 + scale) + shift`, with per-example `shift`, `scale` `[B, D]`."""
+  return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+def timestep_embedding(t: jnp.ndarray, dim: int, max_period: float = 10_000.0) -> jnp.ndarray:
+  """Sinusoidal embedding `[B, dim]` of `t` in [0, 1] (scaled by 1000 as in DiT)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = (1000.0 * t.astype(jnp.float32))[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class TimestepEmbedder(nn.Module):
+  """t -> sinusoidal features -> 2-layer MLP: the adaLN conditioning vector `[B, width]`."""
+  width: int
+  frequency_dim: int = 256
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+              kernel_init=nn.initializers.normal(0.02))
+    h = dense(self.width, ("channels", "mlp"), ("mlp",), name="fc1", **kw)(
+        timestep_embedding(t, self.frequency_dim))
+    return dense(self.width, ("mlp", "embed"), ("embed",), name="fc2", **kw)(nn.silu(h))
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with fused QKV, QK RMS-norm and 2-D RoPE."""
+  num_heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    qkv = dense((3, self.num_heads, self.head_dim), ("embed", None, "heads", "kv"),
+                (None, "heads", "kv"), name="qkv", **kw)(x)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    norm_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                   scale_init=partitioned(_ones, ("kv",)))
+    q = apply_rope(nn.RMSNorm(name="q_norm", **norm_kw)(q), cos, sin)
+    k = apply_rope(nn.RMSNorm(name="k_norm", **norm_kw)(k), cos, sin)
+    axes = ("batch", "length", "heads", "kv")
+    q, k, v = constrain(q, axes), constrain(k, axes), constrain(v, axes)
+    out = jax.nn.dot_product_attention(q, k, v)
+    return dense(x.shape[-1], ("heads", "kv", "embed"), ("embed",), in_dims=2, name="out",
+                 **kw)(out)
+
+
+class Mlp(nn.Module):
+  """Two-layer GELU MLP."""
+  hidden: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = dense(self.hidden, ("embed", "mlp"), ("mlp",), name="fc1", **kw)(x)
+    h = constrain(nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
+    return dense(x.shape[-1], ("mlp", "embed"), ("embed",), name="fc2", **kw)(h)
+
+
+class DiTBlock(nn.Module):
+  """Pre-norm transformer block with adaLN-zero modulation from the conditioning vector `c`.
+
+  The gates start at zero, so every block is the identity at initialisation. Returns
+  `(x, None)`, the carry/output pair of `nn.scan`, so the same block runs scanned or looped.
+  """
+  size: ModelSize
+  dropout_rate: float = 0.0
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, c: jnp.ndarray, cos: jnp.ndarray,
+               sin: jnp.ndarray) -> tuple[jnp.ndarray, None]:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    width = self.size.width
+    mod = dense((6, width), ("embed", None, "modulation"), (None, "modulation"),
+                name="adaln", zero_init=True, **kw)(nn.silu(c))
+    shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, i] for i in range(6))
+    norm = lambda name: nn.LayerNorm(use_bias=False, use_scale=False, name=name, **kw)
+
+    h = modulate(norm("norm1")(x), shift1, scale1)
+    h = Attention(self.size.num_heads, self.size.head_dim, name="attn", **kw)(h, cos, sin)
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
+    x = constrain(x + gate1[:, None, :] * h, ("batch", "length", "embed"))
+
+    h = modulate(norm("norm2")(x), shift2, scale2)
+    h = Mlp(width * self.size.mlp_ratio, name="mlp", **kw)(h)
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
+    return constrain(x + gate2[:, None, :] * h, ("batch", "length", "embed")), None
+
+
+class FinalLayer(nn.Module):
+  """adaLN-modulated LayerNorm and a zero-initialised projection to patch values."""
+  out_features: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    mod = dense((2, x.shape[-1]), ("embed", None, "modulation"), (None, "modulation"),
+                name="adaln", zero_init=True, **kw)(nn.silu(c))
+    h = modulate(nn.LayerNorm(use_bias=False, use_scale=False, name="norm", **kw)(x),
+                 mod[:, 0], mod[:, 1])
+    return dense(self.out_features, ("embed", "channels"), ("channels",), name="proj",
+                 zero_init=True, **kw)(h)

@@ -1,0 +1,68 @@
+"""Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
+
+`make_sampler(model, codec, config)` returns
+`sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
+One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
+focus sweep of one photo is one call; `num_steps` is traced, so changing it does not recompile.
+"""
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from diffcamera_jax import flow
+from diffcamera_jax.models.dit import DiT
+from diffcamera_jax.models.latents import LatentCodec
+
+
+def _broadcast(x: jnp.ndarray, n: int, ndim: int, name: str) -> jnp.ndarray:
+  """Adds a missing batch axis and broadcasts a batch of one to `n`."""
+  if x.ndim == ndim - 1:
+    x = x[None]
+  if x.ndim != ndim or x.shape[0] not in (1, n):
+    raise ValueError(f"sample: {name} must have {ndim - 1} dims or a batch of 1 or {n} "
+                     f"(the number of cameras), got {x.shape}")
+  return jnp.broadcast_to(x, (n,) + x.shape[1:])
+
+
+def make_sampler(model: DiT, codec: LatentCodec,
+                 config: ml_collections.ConfigDict) -> Callable[..., jnp.ndarray]:
+  """The jitted refocusing sampler for `model` (see the module docstring)."""
+  objective = config.objective
+
+  @jax.jit
+  def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
+    n = camera.shape[0]
+    reference_image = _broadcast(reference_image, n, 4, "reference_image")
+    if disparity is not None:
+      disparity = _broadcast(disparity, n, 3, "disparity")
+      if disparity.shape[1:] != reference_image.shape[1:3]:
+        raise ValueError(f"sample: disparity {disparity.shape[1:]} must match the image size "
+                         f"{reference_image.shape[1:3]}")
+    keep = jnp.full((n,), disparity is not None)
+    reference = codec.encode(reference_image)
+    grid = (reference.shape[1] // model.patch_size) * (reference.shape[2] // model.patch_size)
+    mu = flow.resolution_shift(grid, objective.shift_base, objective.shift_max)
+
+    def velocity(x, t):
+      return model.apply({"params": params}, x, t, reference, disparity, camera, keep,
+                         train=False)
+
+    noise = jax.random.normal(rng, reference.shape, jnp.float32)
+    return codec.decode(flow.euler_sample(velocity, noise, num_steps, mu))
+
+  def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
+             camera: jnp.ndarray, rng: jax.Array,
+             num_steps: int = objective.sample_steps) -> jnp.ndarray:
+    """Refocused images `[N, H, W, 3]` in [0, 1] for N cameras `[N, F]` (from `camera_features`)."""
+    camera = jnp.asarray(camera, jnp.float32)
+    if camera.ndim != 2:
+      raise ValueError(f"sample: camera must be [N, F] (camera_features), got {camera.shape}")
+    if int(num_steps) <= 0:
+      raise ValueError(f"sample: num_steps must be positive, got {num_steps}")
+    return _sample(params, codec, jnp.asarray(reference_image, jnp.float32),
+                   None if disparity is None else jnp.asarray(disparity, jnp.float32),
+                   camera, rng, jnp.asarray(num_steps, jnp.int32))
+
+  return sample

@@ -1,0 +1,96 @@
+"""Training state (step, params, EMA params, optimizer state) and the optimizer from the config.
+
+The state is created sharded from the start (big_vision / Flax style): `jax.eval_shape` of the
+initialiser gives the logically annotated abstract params, the mesh rules turn them into
+shardings, and `jax.jit(init, out_shardings=...)` materialises every array where it belongs.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+from jax.sharding import Mesh
+
+from diffcamera_jax.models import example_inputs
+from diffcamera_jax.models.latents import LatentCodec
+from diffcamera_jax.sharding import logical_rules, logical_shardings, replicated
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a training step updates; a plain pytree (checkpointable as is)."""
+  step: jnp.ndarray
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to `config.optim.learning_rate` over `warmup_steps`, then a cosine decay to
+  `end_lr_fraction` of it at `config.train.num_steps`."""
+  o = config.optim
+  if o.learning_rate <= 0 or o.warmup_steps < 0 or config.train.num_steps <= 0:
+    raise ValueError("config.optim.learning_rate and config.train.num_steps must be positive and "
+                     f"config.optim.warmup_steps >= 0, got {o.learning_rate}, "
+                     f"{config.train.num_steps}, {o.warmup_steps}")
+  warmup = optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1))
+  decay = optax.cosine_decay_schedule(
+      o.learning_rate, max(config.train.num_steps - o.warmup_steps, 1), alpha=o.end_lr_fraction)
+  return optax.join_schedules([warmup, decay], [o.warmup_steps])
+
+
+def _decay_mask(params: Any) -> Any:
+  """Weight decay on matrices only (not on biases, norm scales or embedding vectors)."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW on the warmup + cosine schedule."""
+  o = config.optim
+  return optax.chain(
+      optax.clip_by_global_norm(o.grad_clip_norm),
+      optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                  mask=_decay_mask))
+
+
+def update_ema(ema_params: Any, params: Any, decay: float, step: jnp.ndarray) -> Any:
+  """EMA with warmup: the decay is `min(decay, (1 + step) / (10 + step))`, so early averages do
+  not remember the random initialisation."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema_params, params)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
+                       mesh: Mesh, rng: jax.Array,
+                       image_hw: tuple[int, int] | None = None) -> tuple[TrainState, TrainState]:
+  """A freshly initialised, sharded `TrainState` and its sharding tree (a `TrainState` of
+  `NamedSharding`s, for the step's in/out shardings and for checkpoint restore)."""
+  rules = logical_rules(config)
+  tx = make_optimizer(config)
+  inputs = example_inputs(codec, tuple(image_hw or config.data.image_size))
+
+  def init_boxed_params(rng):
+    return model.init({"params": rng}, *inputs)["params"]
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_boxed = jax.eval_shape(init_boxed_params, rng)
+  param_sharding = logical_shardings(abstract_boxed, mesh, rules)
+  abstract_opt = jax.eval_shape(tx.init, nn.unbox(abstract_boxed))
+  opt_sharding = optax.tree_map_params(
+      tx, lambda _, sharding: sharding, abstract_opt, param_sharding,
+      transform_non_params=lambda _: replicated(mesh),
+      is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  state_sharding = TrainState(step=replicated(mesh), params=param_sharding,
+                              ema_params=param_sharding, opt_state=opt_sharding)
+
+  def init(rng):
+    params = nn.unbox(init_boxed_params(rng))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = jax.jit(init, out_shardings=state_sharding)(rng)
+  return state, state_sharding

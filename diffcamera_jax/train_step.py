@@ -1,0 +1,128 @@
+"""One jitted, sharded training step: rectified-flow loss on both targets of the stacking pair,
+the stacking loss, gradients, clipping, AdamW and the EMA update.
+
+Each example carries two targets of the same scene (focus f_t1 and f_t2, same blur). They run
+through the model together as a `[B, 2, ...]` batch folded to `[2B, ...]` (each pair stays on one
+device), sharing the timestep, the noise, the reference, the depth and its dropout, so the mask
+blend of their denoised estimates compares like with like.
+"""
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from diffcamera_jax import flow
+from diffcamera_jax.losses import flow_loss, stacking_loss
+from diffcamera_jax.models.camera import camera_features
+from diffcamera_jax.models.latents import LatentCodec
+from diffcamera_jax.sharding import batch_spec, logical_rules, replicated
+from diffcamera_jax.train_state import TrainState, make_optimizer, make_schedule, update_ema
+
+REQUIRED_KEYS = ("reference", "target", "target_2", "stack_mask", "multifocus", "disparity",
+                 "target_focus", "target_focus_2", "target_blur", "aperture_blades",
+                 "aperture_rotation")
+
+
+def _pair(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """`[B, ...]`, `[B, ...]` -> `[2B, ...]` with each example's pair adjacent."""
+  return jnp.stack([a, b], axis=1).reshape(-1, *a.shape[1:])
+
+
+def _unpair(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  x = x.reshape(-1, 2, *x.shape[1:])
+  return x[:, 0], x[:, 1]
+
+
+def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: dict,
+                   rng: jax.Array, objective: ml_collections.ConfigDict,
+                   patch_size: int) -> tuple[jnp.ndarray, dict]:
+  """`L = L_flow + stack_weight * L_stack` on one device batch, and the loss terms.
+
+  `apply_fn` is the DiT's `apply`; `patch_size` sets the token count for the timestep shift.
+  """
+  missing = [k for k in REQUIRED_KEYS if k not in batch]
+  if missing:
+    raise KeyError(f"train batch lacks keys {missing} (see docs/architecture.md, device example)")
+  b, h_img, w_img, _ = batch["reference"].shape
+  rng_t, rng_noise, rng_drop, rng_dropout = jax.random.split(rng, 4)
+
+  x0 = codec.encode(_pair(batch["target"], batch["target_2"]))
+  reference = codec.encode(batch["reference"])
+  multifocus = codec.encode(batch["multifocus"])
+  blades, rotation = batch["aperture_blades"], batch["aperture_rotation"]
+  camera = _pair(
+      camera_features(batch["target_focus"], batch["target_blur"], (h_img, w_img), blades,
+                      rotation),
+      camera_features(batch["target_focus_2"], batch["target_blur"], (h_img, w_img), blades,
+                      rotation))
+
+  num_tokens = (x0.shape[1] // patch_size) * (x0.shape[2] // patch_size)
+  mu = flow.resolution_shift(num_tokens, objective.shift_base, objective.shift_max)
+  t = flow.sample_timesteps(rng_t, b, mu, objective.timestep_mean, objective.timestep_std)
+  noise = jax.random.normal(rng_noise, reference.shape, jnp.float32)
+  keep = jax.random.uniform(rng_drop, (b,)) >= objective.p_depth_drop
+
+  t2, noise2 = _pair(t, t), _pair(noise, noise)
+  x_t = flow.interpolate(x0, noise2, t2)
+  v_hat = apply_fn({"params": params}, x_t, t2, _pair(reference, reference),
+                   _pair(batch["disparity"], batch["disparity"]), camera, _pair(keep, keep),
+                   train=True, rngs={"dropout": rng_dropout})
+  l_flow = flow_loss(v_hat, flow.velocity_target(x0, noise2))
+  x0_first, x0_second = _unpair(flow.denoised_estimate(x_t, t2, v_hat))
+  l_stack = stacking_loss(x0_first, x0_second, batch["stack_mask"], multifocus)
+  loss = l_flow + objective.stack_weight * l_stack
+  return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack,
+                "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}
+
+
+class TrainStep:
+  """`train_step(state, batch, rng) -> (state, metrics)`; `state` is donated.
+
+  Pass a fresh `rng` every step (e.g. `jax.random.fold_in(key, step)`). `lower(...)` exposes the
+  compiled program for cost and memory analysis.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
+               mesh: Mesh, state_sharding: TrainState):
+    self.mesh, self.codec = mesh, codec
+    self.rules = logical_rules(config)
+    tx, schedule = make_optimizer(config), make_schedule(config)
+    objective, ema_decay = config.objective, config.optim.ema_decay
+
+    def step(state: TrainState, batch: dict, rng: jax.Array, codec: LatentCodec):
+      loss_fn = lambda p: refocus_losses(model.apply, p, codec, batch, rng, objective,
+                                         model.patch_size)
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      new_state = TrainState(step=state.step + 1, params=params,
+                             ema_params=update_ema(state.ema_params, params, ema_decay,
+                                                   state.step),
+                             opt_state=opt_state)
+      metrics.update(grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+                     learning_rate=schedule(state.step))
+      return new_state, metrics
+
+    batch_sharding = NamedSharding(mesh, batch_spec(1, self.rules))
+    self._jitted = jax.jit(
+        step, in_shardings=(state_sharding, batch_sharding, replicated(mesh), replicated(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+
+  def lower(self, state: TrainState, batch: dict, rng: jax.Array) -> jax.stages.Lowered:
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      return self._jitted.lower(state, batch, rng, self.codec)
+
+  def __call__(self, state: TrainState, batch: dict,
+               rng: jax.Array) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      return self._jitted(state, batch, rng, self.codec)
+
+
+def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
+                    mesh: Mesh, state_sharding: TrainState) -> TrainStep:
+  """The jitted, sharded training step (see `TrainStep`)."""
+  return TrainStep(config, model, codec, mesh, state_sharding)
