@@ -45,6 +45,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.param_dtype = "float32"
   config.model.remat = "none"  # "none" | "full" | "dots" (named remat policies)
   config.model.scan_layers = False
+  # "fold": depth patches projected and added to the reference tokens (sequence 2N + camera);
+  # "tokens": depth as its own N tokens (3N + camera). See docs/model.md.
+  config.model.depth_mode = "fold"
+  config.model.camera_frequencies = 8  # Fourier features of the camera condition
+  config.model.rope_theta = 10_000.0
+  config.model.dropout = 0.0
+  # AutoencoderKL-style VAE for latent_mode="vae" (random init unless vae_params is set).
+  config.model.vae = ml_collections.ConfigDict()
+  config.model.vae.channels = 32
+  config.model.vae.channel_mult = (1, 2, 2, 4)  # downsampling 2**(len - 1) = 8
+  config.model.vae.num_res_blocks = 1
+  config.model.vae.latent_channels = 4
+  config.model.vae.scaling_factor = 1.0
+  config.model.vae.shift_factor = 0.0
 
   # ---------------------------------------------------------------- FLUX backbone (model.name="flux")
   config.flux = ml_collections.ConfigDict()
@@ -75,6 +89,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optim.b2 = 0.99
   config.optim.grad_clip_norm = 1.0
   config.optim.ema_decay = 0.999
+  config.optim.end_lr_fraction = 0.1  # cosine decay ends at this fraction of learning_rate
 
   # ---------------------------------------------------------------- sharding
   config.mesh = ml_collections.ConfigDict()
@@ -89,6 +104,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       ("kv", None),
       ("length", None),
       ("channels", None),
+      ("modulation", None),
+      ("layers", None),
+      ("vae_in", None),
+      ("vae_out", None),
   )
 
   # ---------------------------------------------------------------- training loop
