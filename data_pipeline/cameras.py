@@ -68,12 +68,26 @@ def blur_scale(ranges: CameraRanges, height: int, width: int) -> float:
   return max(height, width) / ranges.blur_reference_size
 
 
+def focus_window(height: int, width: int) -> int:
+  """Side of the focus window; the same rule as `diffcamera_jax.optics.focus.focus_window`."""
+  return min(2 * max(1, min(height, width) // 64) + 1, height, width)
+
+
 def point_disparity(disparity: np.ndarray, points: np.ndarray) -> np.ndarray:
-  """Disparity at focus points [..., 2] (x, y in [0, 1]) read at the pixel that contains them."""
+  """Focus disparity at points [..., 2] (x, y in [0, 1]): the median of the focus window.
+
+  Mirrors `optics.focus_disparity` (numpy, for workers), so the host judges the stacking pair's
+  separation with the same value the device renders with.
+  """
   height, width = disparity.shape
-  cols = np.clip((points[..., 0] * width).astype(np.int64), 0, width - 1)
-  rows = np.clip((points[..., 1] * height).astype(np.int64), 0, height - 1)
-  return disparity[rows, cols]
+  size = focus_window(height, width)
+  points = np.asarray(points, np.float32)
+  cols = np.clip(np.floor(points[..., 0] * width).astype(np.int64) - size // 2, 0, width - size)
+  rows = np.clip(np.floor(points[..., 1] * height).astype(np.int64) - size // 2, 0, height - size)
+  offsets = np.arange(size)
+  windows = disparity[(rows[..., None, None] + offsets[:, None]),
+                      (cols[..., None, None] + offsets[None, :])]
+  return np.median(windows.reshape(*windows.shape[:-2], size * size), axis=-1)
 
 
 def sample_cameras(rng: np.random.Generator, disparity: np.ndarray,

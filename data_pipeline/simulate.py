@@ -1,0 +1,100 @@
+"""The device stage: render a batch's reference, targets, stacking mask and multi-focus image.
+
+Pure JAX on the accelerator (never in Grain workers). `simulate` is jit-able; given a batch sharded
+over the batch dimension (`pipeline.to_global_batch`), every op is per example, so XLA keeps the
+work and the outputs sharded the same way. The three single-focus renders (reference, target,
+second target) run as one `optics.render` call over a 3B batch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from diffcamera_jax import optics
+from diffcamera_jax.optics.render import DEFAULT_MAX_RADIUS
+
+HOST_KEYS = ("image", "disparity", "source_focus", "source_blur", "target_focus", "target_focus_2",
+             "target_blur", "aperture_blades", "aperture_rotation")
+
+
+def max_blur_radius(data_config: Any) -> float:
+  """The largest CoC radius (pixels) the config's cameras can produce at the training size.
+
+  |D - d_f| <= 1, so it is the largest blur; pass it as `simulate(..., max_radius=...)` so the
+  renderer builds only the depth layers it can need.
+  """
+  scale = max(data_config.image_size) / float(data_config.blur_reference_size)
+  return max(float(data_config.blur_range[1]) * scale, 1.0)
+
+
+def simulate(batch: dict[str, jax.Array], rng: jax.Array | None = None, *, gamma: float = 2.2,
+             max_radius: float = DEFAULT_MAX_RADIUS) -> dict[str, jax.Array]:
+  """Renders one training example per batch entry (keys: docs/architecture.md, Device example).
+
+  Args:
+    batch: a host batch (HOST_KEYS), numpy or (sharded) jax arrays, leading dim B.
+    rng: optional key for augmentation: each example is mirrored left-right with probability 1/2
+      (image, disparity, focus x -> 1 - x, aperture rotation -> pi - rotation) before rendering, and
+      the returned host keys are the mirrored ones. None: no augmentation, host keys unchanged.
+    gamma: sRGB <-> linear light exponent used inside the renderer (static).
+    max_radius: largest CoC radius the renderer supports (static); see `max_blur_radius`.
+
+  Returns:
+    The host keys plus `reference`, `target`, `target_2` [B, H, W, 3], `target_focus_disparity`,
+    `target_focus_disparity_2` [B], `stack_mask` [B, H, W] and `multifocus` [B, H, W, 3].
+  """
+  missing = [k for k in HOST_KEYS if k not in batch]
+  if missing:
+    raise KeyError(f"batch is missing keys {missing}; expected {HOST_KEYS}")
+  out = {k: jnp.asarray(batch[k]) for k in HOST_KEYS}
+  if rng is not None:
+    out = mirror(out, jax.random.bernoulli(rng, 0.5, out["source_blur"].shape))
+  image, disparity = out["image"], out["disparity"]
+  aperture = optics.Aperture(out["aperture_blades"], out["aperture_rotation"])
+
+  d_s = optics.focus_disparity(disparity, out["source_focus"])
+  d_1 = optics.focus_disparity(disparity, out["target_focus"])
+  d_2 = optics.focus_disparity(disparity, out["target_focus_2"])
+  triple = lambda a, b, c: jnp.concatenate([a, b, c], axis=0)
+  renders = optics.render(
+      triple(image, image, image), triple(disparity, disparity, disparity),
+      triple(d_s, d_1, d_2), triple(out["source_blur"], out["target_blur"], out["target_blur"]),
+      aperture=jax.tree.map(lambda x: triple(x, x, x), aperture), gamma=gamma,
+      max_radius=max_radius)
+  reference, target, target_2 = jnp.split(renders, 3, axis=0)
+  multifocus = optics.render_multifocus(image, disparity, d_1, d_2, out["target_blur"],
+                                        aperture=aperture, gamma=gamma, max_radius=max_radius)
+  stack_mask = (jnp.abs(disparity - d_1[:, None, None]) <= jnp.abs(disparity - d_2[:, None, None]))
+  return {
+      **out,
+      "reference": reference,
+      "target": target,
+      "target_2": target_2,
+      "target_focus_disparity": d_1,
+      "target_focus_disparity_2": d_2,
+      "stack_mask": stack_mask.astype(jnp.float32),
+      "multifocus": multifocus,
+  }
+
+
+def mirror(batch: dict[str, jax.Array], flip: jax.Array) -> dict[str, jax.Array]:
+  """Mirrors the examples where `flip` [B] is True left-right, cameras included.
+
+  A focus point (x, y) moves to (1 - x, y); a polygon aperture with vertices at angles
+  rotation + 2 pi k / n becomes the one at pi - rotation (disks are unchanged).
+  """
+  def where(value, flipped):
+    return jnp.where(flip.reshape(flip.shape + (1,) * (value.ndim - 1)), flipped, value)
+
+  out = dict(batch)
+  out["image"] = where(batch["image"], batch["image"][:, :, ::-1])
+  out["disparity"] = where(batch["disparity"], batch["disparity"][:, :, ::-1])
+  for key in ("source_focus", "target_focus", "target_focus_2"):
+    point = batch[key]
+    out[key] = where(point, point.at[:, 0].set(1.0 - point[:, 0]))
+  rotation = batch["aperture_rotation"]
+  polygon = batch["aperture_blades"] >= 3
+  out["aperture_rotation"] = where(rotation, jnp.where(polygon, jnp.pi - rotation, rotation))
+  return out
