@@ -1,0 +1,50 @@
+"""High-level loaders: a checkpoint path + the model's abstract params -> placed params."""
+import os
+from typing import Any
+
+from diffcamera_jax.weights import flux_layout, loader, vae_layout
+from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
+
+
+def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
+                          shardings: Any | None = None, layout: str = "auto") -> dict:
+  """Params of a `FluxTransformer` from a local checkpoint, placed leaf by leaf.
+
+  Args:
+    path: a `.safetensors` file, a `*.safetensors.index.json`, or a directory holding one.
+    abstract_params: the model's params as `jax.ShapeDtypeStruct`s (`jax.eval_shape` of
+      `init`, boxed or not; with `scan_layers` the blocks are stacked). Dtypes are the target
+      dtypes (e.g. bf16 for a frozen base). LoRA leaves (`lora_a`, `lora_b`) are not loaded.
+    shardings: optional matching tree of shardings (else each abstract leaf's `.sharding`,
+      else the default device).
+    layout: "original", "diffusers" or "auto" (detected from the tensor names).
+
+  Returns:
+    A nested dict with every non-LoRA leaf; merge the adapters in with
+    `diffcamera_jax.models.lora.merge_params`.
+
+  Raises:
+    ValueError naming every missing, unexpected or wrong-shaped tensor.
+  """
+  ckpt = SafetensorsCheckpoint(path)
+  detected, prefix = flux_layout.detect_layout(ckpt.names())
+  if layout not in ("auto", detected):
+    raise ValueError(f"load_flux_transformer: layout={layout!r} but {path} is in the "
+                     f"{detected!r} layout")
+  flat = loader.flatten(abstract_params)
+  num_layers = {p[0]: flat[p].shape[0] for p in flat if p[0] in ("double_blocks", "single_blocks")}
+  recipes = flux_layout.flux_recipes(list(flat), detected, prefix, num_layers)
+  return loader.load_params(ckpt, recipes, abstract_params, shardings)
+
+
+def load_autoencoder(path: str | os.PathLike, abstract_params: Any, *,
+                     shardings: Any | None = None) -> dict:
+  """Params of an `AutoencoderKL` from a diffusers-layout checkpoint (file, index or directory).
+
+  Tensors of modules our VAE does not have (the unused `quant_conv`/`post_quant_conv` of other
+  AutoencoderKL configs) are reported as unexpected.
+  """
+  ckpt = SafetensorsCheckpoint(path)
+  flat = loader.flatten(abstract_params)
+  recipes = vae_layout.vae_recipes({p: tuple(v.shape) for p, v in flat.items()})
+  return loader.load_params(ckpt, recipes, abstract_params, shardings)
