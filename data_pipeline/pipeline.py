@@ -62,9 +62,13 @@ def make_source(data_config: Any) -> grain.MapDataset:
   raise ValueError(f"config.data.source must be 'procedural' or 'tfds', got {data_config.source!r}")
 
 
-def make_dataset(config: Any, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
-  """The infinite, per-host IterDataset of host batches (see HOST_BATCH_KEYS)."""
+def make_dataset(config: Any, process_index: int | None = None, process_count: int | None = None,
+                 *, source: grain.MapDataset | None = None) -> grain.IterDataset:
+  """The infinite, per-host IterDataset of host batches (see HOST_BATCH_KEYS).
+
+  `source` replaces the config's source with any MapDataset of {"image", "disparity"} float32
+  elements (its examples are cropped and resized to `config.data.image_size`).
+  """
   data = config.data
   index, count = host_shard(process_index, process_count)
   batch_size = per_host_batch_size(int(data.batch_size), count)
@@ -73,12 +77,12 @@ def make_dataset(config: Any, process_index: int | None = None,
   # Hosts draw different cameras for the same position in their shard.
   host_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
-  ds = make_source(data)
+  ds = make_source(data) if source is None else source
   if len(ds) < count:
     raise ValueError(f"the source has {len(ds)} examples, fewer than the {count} hosts")
   ds = ds[index::count]  # disjoint shards that together cover the source
   ds = ds.shuffle(seed=seed).repeat()  # a new order every epoch
-  if data.source != "procedural":  # procedural scenes are drawn at the training size already
+  if source is not None or data.source != "procedural":  # procedural: drawn at the right size
     ds = ds.random_map(transforms.RandomCropResize(height, width), seed=host_seed)
   ds = ds.random_map(transforms.SampleCameras(cameras.CameraRanges.from_config(data)),
                      seed=host_seed + 1)
@@ -95,9 +99,10 @@ def make_dataset(config: Any, process_index: int | None = None,
 
 
 def make_train_iterator(config: Any, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
+                        process_count: int | None = None, *,
+                        source: grain.MapDataset | None = None) -> grain.DatasetIterator:
   """A checkpointable iterator of this host's batches (numpy dicts, leading dim = host batch)."""
-  return iter(make_dataset(config, process_index, process_count))
+  return iter(make_dataset(config, process_index, process_count, source=source))
 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh,
