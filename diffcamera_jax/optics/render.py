@@ -1,14 +1,16 @@
 """Layered defocus renderer: scatter semantics with partial occlusion, in linear light.
 
-The signed circle of confusion ``s`` is split into depth layers (hard bins in ``s``). Each layer's
-premultiplied colour and its coverage (alpha) are blurred by the aperture kernel whose radius is the
-layer's mean ``|s|``, so a scene at one depth is rendered exactly. Layers are composited back to
-front (far = most negative ``s`` first) with the blurred alpha, and the result is divided by the
-accumulated alpha. See ``docs/optics.md`` for the formulation and what is approximated.
+The signed circle of confusion ``s`` is split into depth layers (hard bins in ``s``, see
+`layers`). Each layer's premultiplied colour and coverage (alpha) are blurred by the aperture kernel
+whose radius is the layer's mean ``|s|`` (so a scene at one depth is rendered exactly), at a
+resolution reduced in proportion to that radius (so the cost does not grow with the blur). Layers
+are composited back to front (far = most negative ``s`` first) with the blurred alpha, and the
+result is divided by the accumulated alpha. Premultiplied "over" is associative, so the far layers
+and the near layers are each accumulated coarse to fine and meet at full resolution around the
+in-focus layer. See ``docs/optics.md`` for the formulation and what is approximated.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
@@ -16,13 +18,12 @@ import jax.numpy as jnp
 
 from diffcamera_jax.optics import aperture as aperture_lib
 from diffcamera_jax.optics import blur as blur_lib
+from diffcamera_jax.optics import layers as layers_lib
+from diffcamera_jax.optics import pyramid
 from diffcamera_jax.optics.aperture import Aperture
 from diffcamera_jax.optics.focus import per_example, signed_coc
 
 DEFAULT_MAX_RADIUS = 64.0
-# Layers: |s| < CENTRE_HALF_WIDTH is the in-focus layer; beyond it bins grow geometrically.
-CENTRE_HALF_WIDTH = 0.5
-LAYER_RATIO = 2.0 ** 0.25
 _TINY = 1e-12
 
 
@@ -42,20 +43,6 @@ def from_linear(image: jax.Array, gamma: float) -> jax.Array:
   return jnp.where(positive, safe ** (1.0 / gamma), 0.0)
 
 
-@functools.lru_cache(maxsize=None)
-def layer_bins(max_radius: float) -> tuple[tuple[float, float], ...]:
-  """Signed-CoC bins ``(lo, hi)`` ordered far to near; they tile ``[-max_radius, max_radius]``."""
-  if max_radius <= 0:
-    raise ValueError(f"max_radius must be positive, got {max_radius}")
-  edges = [CENTRE_HALF_WIDTH]
-  while edges[-1] < max_radius:
-    edges.append(edges[-1] * LAYER_RATIO)
-  edges[-1] = max(edges[-1], max_radius) + 1.0  # clipped CoCs land in the outermost bin
-  front = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
-  back = [(-hi, -lo) for lo, hi in reversed(front)]
-  return tuple(back) + ((-CENTRE_HALF_WIDTH, CENTRE_HALF_WIDTH),) + tuple(front)
-
-
 def composite_layers(
     rgb: jax.Array,
     groups: Sequence[tuple[jax.Array, jax.Array]],
@@ -65,31 +52,74 @@ def composite_layers(
   """Renders linear ``rgb`` ``[B, H, W, 3]`` from ``groups`` of ``(weight, signed_coc)`` ``[B, H, W]``.
 
   Groups are composited in order (each over the previous); within a group the layers go far to
-  near. ``weight`` selects the pixels of a group (they sum to 1 over groups).
+  near. ``weight`` selects the pixels of a group (weights sum to 1 over groups). ``aperture``
+  fields are ``[B]``. Returns the normalised linear image ``[B, H, W, 3]``.
   """
-  bins = jnp.asarray(layer_bins(max_radius), rgb.dtype)
-  support = aperture_lib.kernel_size(max_radius)
-
-  def add_layer(carry, bounds, weight, coc):
-    colour, alpha = carry
-    member = weight * ((coc >= bounds[0]) & (coc < bounds[1])).astype(rgb.dtype)
-    count = jnp.sum(member, axis=(1, 2))
-    radius = jnp.sum(member * jnp.abs(coc), axis=(1, 2)) / jnp.maximum(count, _TINY)
-    kernel = aperture_lib.coverage_kernel(aperture, radius, support)
-    planes = jnp.concatenate([rgb * member[..., None], member[..., None]], axis=-1)
-    blurred = blur_lib.convolve(planes, kernel)
-    layer_colour, layer_alpha = blurred[..., :3], blurred[..., 3]
-    colour = layer_colour + (1.0 - layer_alpha)[..., None] * colour
-    alpha = layer_alpha + (1.0 - layer_alpha) * alpha
-    return (colour, alpha), None
-
-  carry = (jnp.zeros_like(rgb), jnp.zeros(rgb.shape[:-1], rgb.dtype))
+  levels = layers_lib.plan(max_radius)
+  _, height, width, _ = rgb.shape
+  pad_h = layers_lib.padded_size(height, levels) - height
+  pad_w = layers_lib.padded_size(width, levels) - width
+  pad = lambda x: jnp.pad(
+      x, ((0, 0), (0, pad_h), (0, pad_w)) + ((0, 0),) * (x.ndim - 3), mode="symmetric")
+  rgb = pad(rgb)
+  total = None
   for weight, coc in groups:
-    coc = jnp.clip(coc, -max_radius, max_radius)
-    step = functools.partial(add_layer, weight=weight, coc=coc)
-    carry, _ = jax.lax.scan(step, carry, bins)
-  colour, alpha = carry
-  return colour / jnp.maximum(alpha, 1e-6)[..., None]
+    coc = jnp.clip(pad(coc), -max_radius, max_radius)
+    group = _render_group(rgb, pad(weight), coc, aperture, levels)
+    total = group if total is None else _over(group, total)
+  total = total[:, :height, :width]
+  return total[..., :3] / jnp.maximum(total[..., 3:], 1e-6)
+
+
+def _over(top: jax.Array, bottom: jax.Array) -> jax.Array:
+  """Premultiplied RGBA ``top`` over ``bottom`` (last axis = 4)."""
+  return top + (1.0 - jnp.clip(top[..., 3:], 0.0, 1.0)) * bottom
+
+
+def _render_group(rgb, weight, coc, aperture, levels) -> jax.Array:
+  """Premultiplied RGBA ``[B, H, W, 4]`` of one depth-ordered group of layers."""
+  magnitude = jnp.abs(coc)
+  behind = (coc < 0).astype(rgb.dtype)
+  rgba = jnp.concatenate([rgb, jnp.ones_like(rgb[..., :1])], axis=-1)
+  centre = weight
+  blurred = []
+  for level in levels:
+    member = _level_members(level, weight, magnitude, behind)  # [B, H, W, 2 * nb]
+    centre = centre - jnp.sum(member, axis=-1)
+    blurred.append(_blur_level(level, rgba, member, magnitude, aperture))
+  back = front = None
+  for level, layers in zip(reversed(levels), reversed(blurred)):
+    if back is not None:
+      back, front = pyramid.upsample2(back), pyramid.upsample2(front)
+    else:
+      back = front = jnp.zeros_like(layers[..., 0, :])
+    for j in range(level.num_bins):
+      back = _over(layers[..., j, :], back)
+      front = _over(front, layers[..., -1 - j, :])
+  centre_rgba = rgba * jnp.maximum(centre, 0.0)[..., None]
+  if back is None:
+    return centre_rgba
+  return _over(front, _over(centre_rgba, back))
+
+
+def _level_members(level, weight, magnitude, behind) -> jax.Array:
+  """Layer weights ``[B, H, W, 2 * nb]``: back bins far to near, then front bins near to far."""
+  edges = jnp.asarray(level.edges, magnitude.dtype)
+  in_bin = ((magnitude[..., None] >= edges[:-1]) & (magnitude[..., None] < edges[1:]))
+  in_bin = in_bin.astype(magnitude.dtype) * weight[..., None]
+  back = in_bin[..., ::-1] * behind[..., None]
+  return jnp.concatenate([back, in_bin * (1.0 - behind)[..., None]], axis=-1)
+
+
+def _blur_level(level, rgba, member, magnitude, aperture) -> jax.Array:
+  """Blurred premultiplied RGBA of a level's layers, ``[B, h, w, L, 4]`` at the level's size."""
+  count = jnp.sum(member, axis=(1, 2))
+  radius = jnp.einsum("bhwl,bhw->bl", member, magnitude) / jnp.maximum(count, _TINY)
+  planes = pyramid.decimate(rgba[..., None, :] * member[..., None], level.factor)
+  size = aperture_lib.kernel_size(level.edges[-1] / level.factor)
+  ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
+  kernel = aperture_lib.coverage_kernel(ap, radius / level.factor, size)
+  return blur_lib.convolve(planes, kernel)
 
 
 def _as_batch(image: jax.Array, disparity: jax.Array) -> tuple[jax.Array, jax.Array, bool]:
