@@ -9,10 +9,13 @@
   and one that blurs *less* for larger K scores -1. (The log makes the roughly power-law decay of
   sharpness with blur radius close to linear in K, so a correct sweep is not penalised for the
   curvature of that law; the sign makes "correct" positive.)
-- `depth_sharpness`, `focus_accuracy`: is the sharpest region at the requested depth? The image is
-  split into disparity bins; in each, mean squared Laplacian of the output is divided by that of
-  the all-in-focus reference (so texture-poor depths are not penalised), and the focus is hit when
-  the bin with the highest ratio is the bin holding the focus disparity.
+- `relative_sharpness`, `focus_accuracy`: is the sharpest region at the requested depth? Squared
+  Laplacian energy of the output is divided by that of the all-in-focus reference (so texture-poor
+  depths are not penalised) over the pixels near the focal plane and over those far from it; the
+  focus is hit when the near group is the sharper one. (Measured on exact renders of the benchmark
+  scenes at 64^2 and 128^2 this scores 1.0, while a render focused elsewhere and the unchanged input
+  score 0; an argmax over disparity bins scored only 0.56-0.94 on the same exact renders, because
+  at small blur neighbouring bins are nearly as sharp as the focal one.)
 - `stack_blend`, `stacking_consistency`: refocused outputs at two focal planes, blended by the
   nearer-plane mask, must match the multi-focus image (the paper's stacking constraint) -> PSNR.
 """
@@ -101,50 +104,41 @@ def lvcorr(blur_levels: jax.Array, sweep: jax.Array, *, eps: float = 1e-10) -> j
   return pearson(jnp.broadcast_to(k, lv.shape), -jnp.log(lv + eps))
 
 
-def depth_bins(disparity: jax.Array, num_bins: int) -> jax.Array:
-  """Index of the uniform disparity bin (of `num_bins` over [0, 1]) for each value."""
-  return jnp.clip(jnp.floor(jnp.asarray(disparity) * num_bins), 0, num_bins - 1).astype(jnp.int32)
+def relative_sharpness(image: jax.Array, reference: jax.Array, mask: jax.Array) -> jax.Array:
+  """Squared luma Laplacian of `image` over that of `reference`, summed where `mask` `[H, W]` is set.
 
-
-def depth_sharpness(image: jax.Array, disparity: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Array]:
-  """Sum of squared luma Laplacian and pixel count per disparity bin: (`[nb]`, `[nb]`).
-
-  Single image `[H, W, 3]` with disparity `[H, W]`; vmap for batches.
+  1 = as sharp as the reference there, -> 0 = blurred flat; NaN where the mask (or the reference's
+  texture under it) is empty. Dividing by the reference cancels how textured each region is.
   """
-  lap2 = laplacian(image) ** 2
-  bins = depth_bins(jnp.asarray(disparity)[1:-1, 1:-1], num_bins).reshape(-1)
-  sums = jax.ops.segment_sum(lap2.reshape(-1), bins, num_segments=num_bins)
-  counts = jax.ops.segment_sum(jnp.ones_like(lap2).reshape(-1), bins, num_segments=num_bins)
-  return sums, counts
+  m = jnp.asarray(mask, jnp.float32)[..., 1:-1, 1:-1]
+  num = (laplacian(image) ** 2 * m).sum((-2, -1))
+  den = (laplacian(reference) ** 2 * m).sum((-2, -1))
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
 
 
 def focus_accuracy(image: jax.Array, reference: jax.Array, disparity: jax.Array,
-                   focus_disparity: jax.Array, *, num_bins: int = 8,
-                   min_fraction: float = 0.02) -> jax.Array:
-  """1.0 when the sharpest disparity bin (relative to `reference`) holds `focus_disparity`, else 0.
+                   focus_disparity: jax.Array, *, near: float = 0.05,
+                   far: float = 0.25) -> jax.Array:
+  """1.0 when the region at the requested depth is the sharp one, else 0.0 (NaN: undefined).
 
-  `image`, `reference` (the all-in-focus image of the same scene) `[H, W, 3]`, `disparity` `[H, W]`,
-  `focus_disparity` scalar. Bins with fewer than `min_fraction` of the pixels are ignored; if the
-  focus bin itself is that small, the populated bin nearest to it counts as the focus bin.
+  `image` and `reference` (the all-in-focus image of the same scene) `[H, W, 3]`, `disparity`
+  `[H, W]`, `focus_disparity` scalar. The relative sharpness of pixels within `near` (disparity) of
+  the focal plane must exceed that of pixels more than `far` from it. An image that ignores the
+  request (e.g. the input returned unchanged) ties and scores 0. NaN when the scene has no pixels
+  in one of the two groups (e.g. a flat wall), so callers average with `nanmean`.
   """
   image, reference = jnp.asarray(image, jnp.float32), jnp.asarray(reference, jnp.float32)
   _check_pair(image, reference, ("image", "reference"))
   if image.ndim != 3 or jnp.shape(disparity) != image.shape[:2]:
     raise ValueError(f"focus_accuracy takes one image [H, W, 3] and disparity [H, W], got "
                      f"{image.shape} and {jnp.shape(disparity)}")
-  if num_bins < 2:
-    raise ValueError(f"num_bins must be >= 2, got {num_bins}")
-  out_sums, counts = depth_sharpness(image, disparity, num_bins)
-  ref_sums, _ = depth_sharpness(reference, disparity, num_bins)
-  populated = counts >= min_fraction * counts.sum()
-  eps = 1e-6 * (ref_sums.sum() / counts.sum() + 1e-12) * counts
-  ratio = jnp.where(populated, (out_sums + eps) / (ref_sums + eps), -jnp.inf)
-  sharpest = jnp.argmax(ratio)
-  centres = (jnp.arange(num_bins) + 0.5) / num_bins
-  want = depth_bins(focus_disparity, num_bins)
-  distance = jnp.where(populated, jnp.abs(centres - centres[want]), jnp.inf)
-  focus_bin = jnp.where(populated[want], want, jnp.argmin(distance))
-  return (sharpest == focus_bin).astype(jnp.float32)
+  if not 0 < near < far:
+    raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
+  distance = jnp.abs(jnp.asarray(disparity, jnp.float32) - focus_disparity)
+  in_focus = relative_sharpness(image, reference, distance <= near)
+  off_focus = relative_sharpness(image, reference, distance > far)
+  defined = jnp.isfinite(in_focus) & jnp.isfinite(off_focus)
+  return jnp.where(defined, (in_focus > off_focus).astype(jnp.float32), jnp.nan)
 
 
 def stack_blend(out_1: jax.Array, out_2: jax.Array, mask: jax.Array) -> jax.Array:

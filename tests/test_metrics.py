@@ -122,13 +122,24 @@ def test_focus_accuracy_normalises_by_texture():
   assert float(metrics.focus_accuracy(far_sharp, img, disp, 0.2)) == 1.0
 
 
-def test_focus_accuracy_unpopulated_focus_bin_uses_nearest():
+def test_focus_accuracy_ignoring_the_request_scores_zero_and_flat_scene_is_undefined():
   img, disp = _two_plane_scene()
-  near_sharp = np.where(disp[..., None] > 0.5, img, disk_blur(img, 3.0))
-  # 0.75 lies in an empty bin; the nearest populated bin is the plane at 0.8.
-  assert float(metrics.focus_accuracy(near_sharp, img, disp, 0.75)) == 1.0
+  assert float(metrics.focus_accuracy(img, img, disp, 0.8)) == 0.0  # input unchanged: a tie
+  flat = np.full_like(disp, 0.5)
+  assert np.isnan(float(metrics.focus_accuracy(img, img, flat, 0.5)))  # nothing off focus
   with pytest.raises(ValueError, match="disparity"):
-    metrics.focus_accuracy(near_sharp, img, disp[:-1], 0.8)
+    metrics.focus_accuracy(img, img, disp[:-1], 0.8)
+  with pytest.raises(ValueError, match="near"):
+    metrics.focus_accuracy(img, img, disp, 0.8, near=0.3, far=0.2)
+
+
+def test_relative_sharpness_of_known_blur():
+  img, disp = _two_plane_scene()
+  everywhere = np.ones_like(disp)
+  assert float(metrics.relative_sharpness(img, img, everywhere)) == pytest.approx(1.0)
+  half = 0.5 + 0.5 * (img - 0.5)  # contrast halved: Laplacian halved, energy quartered
+  assert float(metrics.relative_sharpness(half, img, everywhere)) == pytest.approx(0.25, rel=1e-4)
+  assert np.isnan(float(metrics.relative_sharpness(img, img, np.zeros_like(disp))))
 
 
 def test_stacking_consistency_exact_and_known_offset():

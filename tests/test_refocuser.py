@@ -1,0 +1,118 @@
+"""Refocuser: any input size, batching, parity with the raw sampler, the no-depth path, bad input."""
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from diffcamera_jax.models import build_model, camera_features, example_inputs
+from diffcamera_jax.refocuser import Refocuser, camera_grid
+from diffcamera_jax.sampling import make_sampler
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = get_config("tiny")
+  model, codec = build_model(config)
+  params = model.init({"params": jax.random.key(0)}, *example_inputs(codec, (32, 32)))["params"]
+  # adaLN-zero makes a fresh model predict exactly zero velocity whatever the condition; perturb
+  # every weight so that the output depends on the reference, the depth and the camera.
+  leaves, tree = jax.tree.flatten(nn.meta.unbox(params))
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  return config, jax.tree.unflatten(tree, params)
+
+
+@pytest.fixture(scope="module")
+def refocuser(tiny):
+  return Refocuser(*tiny, batch_size=4)
+
+
+def _image(h, w, seed=0):
+  return np.random.default_rng(seed).uniform(size=(h, w, 3)).astype(np.float32)
+
+
+def test_camera_grid_is_focus_major():
+  focus, blur = camera_grid([(0.1, 0.2), (0.3, 0.4)], [0.0, 5.0, 9.0])
+  np.testing.assert_allclose(focus[:3], [[0.1, 0.2]] * 3)
+  np.testing.assert_allclose(focus[3:], [[0.3, 0.4]] * 3)
+  np.testing.assert_allclose(blur, [0, 5, 9, 0, 5, 9])
+  focus, blur = camera_grid((0.5, 0.5), 3.0)
+  assert focus.shape == (1, 2) and blur.shape == (1,)
+
+
+def test_matches_the_sampler_on_a_grid_sized_image(tiny):
+  config, params = tiny
+  r = Refocuser(config, params, batch_size=2)
+  image, disparity = _image(32, 40), np.random.default_rng(1).uniform(size=(32, 40)).astype(np.float32)
+  got = r.refocus(image, [(0.25, 0.75), (0.6, 0.1)], 4.0, disparity=disparity, seed=3)
+  model, codec = build_model(config)
+  sample = make_sampler(model, codec, config)
+  camera = camera_features(np.array([[0.25, 0.75], [0.6, 0.1]], np.float32),
+                           np.array([4.0, 4.0], np.float32), (32, 40), np.zeros(2, np.int32),
+                           np.zeros(2, np.float32))
+  want = sample(params, image[None], disparity[None], camera, jax.random.fold_in(jax.random.key(3), 0),
+                config.objective.sample_steps)
+  np.testing.assert_allclose(got, np.clip(np.asarray(want), 0, 1), atol=1e-5)
+
+
+def test_any_size_keeps_the_input_size_and_reports_steps(tiny, refocuser):
+  config, params = tiny
+  r = refocuser
+  steps = []
+  out = r.refocus(_image(37, 50), [(0.2, 0.3), (0.7, 0.7)], [0.0, 5.0, 10.0], num_steps=3,
+                  on_step=lambda: steps.append(1))
+  assert out.shape == (6, 37, 50, 3)
+  assert out.min() >= 0.0 and out.max() <= 1.0
+  assert len(steps) == 3 * 2  # 3 steps x 2 batches of 4 (the second padded)
+  small = Refocuser(config, params, max_side=16).refocus(_image(37, 50), (0.5, 0.5), 3.0)
+  assert small.shape == (1, 37, 50, 3)
+
+
+def test_focus_point_survives_padding(tiny, refocuser):
+  config, params = tiny
+  r = refocuser
+  ref = _image(37, 50)[None]
+  _, _, focus, blur, hw = r._to_working(ref, None, np.array([[0.5, 0.25]], np.float32),
+                                        np.array([6.0], np.float32))
+  assert hw == (37, 50)
+  # Same pixel: x * W == x' * W', with the padded size a multiple of the patch size (4).
+  np.testing.assert_allclose(focus[0] * [52, 40], [0.5 * 50, 0.25 * 37], rtol=1e-6)
+  np.testing.assert_allclose(blur, [6.0])
+  r_small = Refocuser(config, params, max_side=25)
+  _, _, _, blur_small, hw_small = r_small._to_working(ref, None, np.array([[0.5, 0.5]], np.float32),
+                                                      np.array([6.0], np.float32))
+  assert hw_small == (18, 25) and blur_small[0] == pytest.approx(3.0)
+
+
+def test_depth_is_used_and_no_depth_path_runs(refocuser):
+  r = refocuser
+  image = _image(32, 32)
+  near = np.ones((32, 32), np.float32)
+  far = np.zeros((32, 32), np.float32)
+  a = r.refocus(image, (0.5, 0.5), 8.0, disparity=near)
+  b = r.refocus(image, (0.5, 0.5), 8.0, disparity=far)
+  c = r.refocus(image, (0.5, 0.5), 8.0)
+  assert np.abs(a - b).max() > 1e-3 and np.abs(a - c).max() > 1e-3
+  np.testing.assert_array_equal(c, r.refocus(image, (0.5, 0.5), 8.0))  # deterministic per seed
+  assert np.abs(c - r.refocus(image, (0.5, 0.5), 2.0)).max() > 1e-3  # the camera is used
+
+
+def test_bad_input_names_the_argument(tiny, refocuser):
+  config, params = tiny
+  r = refocuser
+  image = _image(16, 16)
+  with pytest.raises(ValueError, match="focus"):
+    r.refocus(image, (1.2, 0.5), 3.0)
+  with pytest.raises(ValueError, match="blur"):
+    r.refocus(image, (0.5, 0.5), -1.0)
+  with pytest.raises(ValueError, match="disparity"):
+    r.refocus(image, (0.5, 0.5), 3.0, disparity=np.zeros((15, 16), np.float32))
+  with pytest.raises(ValueError, match="disparity"):
+    r.refocus(image, (0.5, 0.5), 3.0, disparity=np.full((16, 16), 2.0, np.float32))
+  with pytest.raises(ValueError, match="image"):
+    r.refocus(image[..., :2], (0.5, 0.5), 3.0)
+  with pytest.raises(ValueError, match="blades|aperture"):
+    r.refocus(image, (0.5, 0.5), 3.0, blades=2)
+  with pytest.raises(ValueError, match="max_side"):
+    Refocuser(config, params, max_side=2)
