@@ -1,0 +1,110 @@
+"""The refocus CLI: every output path, and every bad input -> one stderr line, exit code 2."""
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs.default import get_config
+from diffcamera_jax import refocus
+from diffcamera_jax.export import save_exported
+from diffcamera_jax.models import build_model, example_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  """A tiny exported model, a non-square photo, matching and mismatched depth maps."""
+  d = tmp_path_factory.mktemp("refocus")
+  config = get_config("tiny")
+  model, codec = build_model(config)
+  params = model.init({"params": jax.random.key(0)}, *example_inputs(codec, (32, 32)))["params"]
+  save_exported(str(d / "model"), config, nn.meta.unbox(params))
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(d / "photo.png")
+  Image.fromarray(rng.integers(0, 65536, (20, 28), dtype=np.uint16)).save(d / "depth.png")
+  Image.fromarray(rng.integers(0, 65536, (21, 28), dtype=np.uint16)).save(d / "depth_bad.png")
+  (d / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+  return d
+
+
+def _args(files, *extra, out="out.png"):
+  return ["--model", str(files / "model"), "--image", str(files / "photo.png"),
+          "--out", str(files / out), "--quiet", *extra]
+
+
+def test_single_frame_keeps_input_size(files, capsys):
+  assert refocus.main(_args(files, "--focus", "0.3,0.7", "--blur", "12")) == 0
+  out = Image.open(files / "out.png")
+  assert out.size == (28, 20)
+  assert capsys.readouterr().out.strip() == str(files / "out.png")
+
+
+def test_focal_stack_writes_frames_sheet_and_gif(files):
+  argv = _args(files, "--focus", "0.2,0.2", "--focus", "0.8,0.8", "--blur", "0", "--blur", "6",
+               "--depth", str(files / "depth.png"), "--aperture", "6,15", "--steps", "1", "--gif",
+               out="stack.png")
+  assert refocus.main(argv) == 0
+  for i in range(4):
+    assert Image.open(files / f"stack_{i:03d}.png").size == (28, 20)
+  sheet = Image.open(files / "stack_sheet.png")
+  assert sheet.size[0] > 2 * 28 and sheet.size[1] > 2 * 20
+  with Image.open(files / "stack.gif") as gif:
+    assert gif.n_frames == 4
+
+
+def test_exif_rotated_input_gives_upright_output(files):
+  im = Image.open(files / "photo.png")
+  exif = im.getexif()
+  exif[0x0112] = 8  # rotate 90 CCW to view
+  im.save(files / "rotated.jpg", exif=exif)
+  argv = ["--model", str(files / "model"), "--image", str(files / "rotated.jpg"), "--focus",
+          "0.5,0.5", "--blur", "3", "--out", str(files / "rot_out.png"), "--quiet"]
+  assert refocus.main(argv) == 0
+  assert Image.open(files / "rot_out.png").size == (20, 28)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--focus", "1.5,0.5", "--blur", "3"], "--focus"),
+    (["--focus", "0.5", "--blur", "3"], "--focus"),
+    (["--focus", "0.5,0.5", "--blur", "-2"], "--blur"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--depth", "{d}/depth_bad.png"], "--depth"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--depth", "{d}/nowhere.png"], "nowhere.png"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--aperture", "2"], "--aperture"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--steps", "0"], "--steps"),
+    (["--blur", "3"], "--focus"),
+])
+def test_bad_arguments_exit_2_with_one_line(files, capsys, extra, expected):
+  argv = _args(files, *[e.format(d=files) for e in extra], out="bad.png")
+  assert refocus.main(argv) == refocus.EXIT_BAD_INPUT
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("refocus: error:") and expected in err[0]
+  assert not (files / "bad.png").exists()
+
+
+@pytest.mark.parametrize("image, model, expected", [
+    ("missing.png", "model", "missing.png"),
+    ("broken.jpg", "model", "broken.jpg"),
+    ("photo.png", "no_model", "--model"),
+])
+def test_bad_files_exit_2_with_one_line(files, capsys, image, model, expected):
+  argv = ["--model", str(files / model), "--image", str(files / image), "--focus", "0.5,0.5",
+          "--blur", "3", "--out", str(files / "bad.png")]
+  assert refocus.main(argv) == refocus.EXIT_BAD_INPUT
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and expected in err[0]
+
+
+def test_module_entry_point_has_no_traceback(files):
+  proc = subprocess.run(
+      [sys.executable, "-m", "diffcamera_jax.refocus", *_args(files, "--focus", "0.5,0.5",
+                                                              "--blur", "-1")],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+  assert "--blur" in proc.stderr
