@@ -81,12 +81,16 @@ def _render_group(rgb, weight, coc, aperture, levels) -> jax.Array:
   magnitude = jnp.abs(coc)
   behind = (coc < 0).astype(rgb.dtype)
   rgba = jnp.concatenate([rgb, jnp.ones_like(rgb[..., :1])], axis=-1)
-  centre = weight
-  blurred = []
-  for level in levels:
-    member = _level_members(level, weight, magnitude, behind)  # [B, H, W, 2 * nb]
-    centre = centre - jnp.sum(member, axis=-1)
-    blurred.append(_blur_level(level, rgba, member, magnitude, aperture))
+  members = [_level_members(level, weight, magnitude, behind) for level in levels]
+  centre = weight - sum(jnp.sum(m, axis=-1) for m in members)
+  blurred, planes, factor = [], None, 1
+  for i, (level, member) in enumerate(zip(levels, members)):
+    if planes is None:  # the finest level: planes straight from full resolution
+      planes = rgba[..., None, :] * jnp.concatenate(members[i:], axis=-1)[..., None]
+    planes = pyramid.decimate(planes, level.factor // factor)  # cascade: each pixel read once
+    factor = level.factor
+    blurred.append(_blur_level(level, planes[..., :member.shape[-1], :], member, magnitude, aperture))
+    planes = planes[..., member.shape[-1]:, :]
   back = front = None
   for level, layers in zip(reversed(levels), reversed(blurred)):
     if back is not None:
@@ -111,11 +115,10 @@ def _level_members(level, weight, magnitude, behind) -> jax.Array:
   return jnp.concatenate([back, in_bin * (1.0 - behind)[..., None]], axis=-1)
 
 
-def _blur_level(level, rgba, member, magnitude, aperture) -> jax.Array:
-  """Blurred premultiplied RGBA of a level's layers, ``[B, h, w, L, 4]`` at the level's size."""
+def _blur_level(level, planes, member, magnitude, aperture) -> jax.Array:
+  """Blurs a level's decimated layer planes ``[B, h, w, L, 4]`` with their aperture kernels."""
   count = jnp.sum(member, axis=(1, 2))
   radius = jnp.einsum("bhwl,bhw->bl", member, magnitude) / jnp.maximum(count, _TINY)
-  planes = pyramid.decimate(rgba[..., None, :] * member[..., None], level.factor)
   size = aperture_lib.kernel_size(level.edges[-1] / level.factor)
   ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
   kernel = aperture_lib.coverage_kernel(ap, radius / level.factor, size)
