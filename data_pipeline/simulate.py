@@ -7,6 +7,8 @@ second target) run as one `optics.render` call over a 3B batch.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -77,6 +79,24 @@ def simulate(batch: dict[str, jax.Array], rng: jax.Array | None = None, *, gamma
       "stack_mask": stack_mask.astype(jnp.float32),
       "multifocus": multifocus,
   }
+
+
+def make_simulate_fn(config: Any, mesh: jax.sharding.Mesh | None = None,
+                     batch_axes: Sequence[str] = ("data", "fsdp"),
+                     ) -> Callable[[dict[str, jax.Array], jax.Array | None], dict[str, jax.Array]]:
+  """`simulate` jitted with the config's gamma and blur bound: `fn(batch, rng) -> example`.
+
+  With a `mesh`, every output is constrained to be sharded over `batch_axes` on its leading dim
+  (axes absent from the mesh are ignored), matching `pipeline.to_global_batch`.
+  """
+  fn = functools.partial(simulate, gamma=float(config.data.gamma),
+                         max_radius=max_blur_radius(config.data))
+  if mesh is None:
+    return jax.jit(fn)
+  axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+  if not axes:
+    raise ValueError(f"batch_axes {tuple(batch_axes)} name none of the mesh axes {mesh.axis_names}")
+  return jax.jit(fn, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes)))
 
 
 def mirror(batch: dict[str, jax.Array], flip: jax.Array) -> dict[str, jax.Array]:

@@ -141,13 +141,21 @@ def test_missing_keys_are_named(batch):
 
 _SHARDED = textwrap.dedent("""
     import functools, jax, numpy as np
+    from configs import default
     from data_pipeline import pipeline, simulate
-    from tests.data_pipeline.test_simulate import _batch, MAX_RADIUS
+    from tests.data_pipeline.test_simulate import _batch, MAX_RADIUS, SIZE
     mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2, 1), ("data", "fsdp", "tensor"))
     host = _batch()
     sim = jax.jit(functools.partial(simulate.simulate, max_radius=MAX_RADIUS))
     out = sim(pipeline.to_global_batch(host, mesh))
     single = sim(jax.device_put(host, jax.devices()[0]))
+    config = default.get_config("tiny")
+    config.data.image_size, config.data.blur_reference_size = (SIZE, SIZE), SIZE
+    config.data.blur_range = (0.0, MAX_RADIUS)  # so max_blur_radius(config) == MAX_RADIUS
+    from_config = simulate.make_simulate_fn(config, mesh)(host, None)  # host (numpy) input
+    for key, value in from_config.items():
+      assert value.sharding.spec[0] == ("data", "fsdp"), (key, value.sharding)
+      np.testing.assert_allclose(np.asarray(value), np.asarray(out[key]), atol=2e-3)
     for key, value in out.items():
       assert value.sharding.spec[0] == ("data", "fsdp"), (key, value.sharding)
       assert len(value.addressable_shards) == 4 and value.addressable_shards[0].data.shape[0] == 1
