@@ -197,7 +197,8 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *,
 def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str] | None = None, *,
                   columns: int | None = None, pad: int = 4, label_height: int = 14,
                   background: float = 1.0) -> np.ndarray:
-  """Tiles same-size float frames into one image (row-major), with an optional caption under each.
+  """Tiles same-size float frames into one image (row-major), with an optional caption under each
+  (cut to the frame's width).
 
   `columns` defaults to ceil(sqrt(n)). Returns float32 `[rows*(h+pad+lh)+pad, cols*(w+pad)+pad, 3]`.
   """
@@ -225,7 +226,8 @@ def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str] | None = N
     return sheet
   im = Image.fromarray(to_uint8(sheet))
   draw = ImageDraw.Draw(im)
+  max_chars = max(1, (w + pad) // 6)  # Pillow's default bitmap font is about 6 px per character
   for i, text in enumerate(labels):
     r, c = divmod(i, cols)
-    draw.text((pad + c * cell_w, pad + r * cell_h + h + 1), str(text), fill=(0, 0, 0))
+    draw.text((pad + c * cell_w, pad + r * cell_h + h + 1), str(text)[:max_chars], fill=(0, 0, 0))
   return np.asarray(im, dtype=np.float32) / 255.0

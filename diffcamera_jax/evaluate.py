@@ -1,0 +1,209 @@
+"""Run the refocusing benchmark on exported models and baselines; write JSON and an HTML report.
+
+    python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--num-scenes N] \
+        [--size HxW] [--no-depth] [--folder F] [--steps S] --out OUT
+
+Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
+depth)" (the classical renderer applied to the input with the true disparity), the model, and each
+ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
+(tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
+and docs/evaluation.md for the metrics. Bad input prints one line on stderr and exits with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str):
+    raise ValueError(message)
+
+
+def _size(text: str) -> tuple[int, int]:
+  try:
+    h, w = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected HxW, e.g. 64x64, got {text!r}") from None
+  if h < 16 or w < 16:
+    raise argparse.ArgumentTypeError(f"size must be at least 16x16 (SSIM window), got {text!r}")
+  return h, w
+
+
+def _ablation(text: str) -> tuple[str, str]:
+  name, sep, path = text.partition("=")
+  if not sep or not name or not path:
+    raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+  return name, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="python -m diffcamera_jax.evaluate", description=__doc__.split("\n\n")[0])
+  p.add_argument("--model", help="exported model directory (omit to score the baselines only)")
+  p.add_argument("--ablation", type=_ablation, action="append", default=[],
+                 help="NAME=DIR: another exported model shown side by side (repeatable)")
+  p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
+  p.add_argument("--size", type=_size, default=None,
+                 help="HxW of the scenes (default: the model's training size, else 64x64)")
+  p.add_argument("--no-depth", action="store_true", help="run the models without depth")
+  p.add_argument("--folder", help="also score image+depth pairs from this folder")
+  p.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's)")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+  p.add_argument("--examples", type=int, default=4, help="scenes shown in the image grids")
+  p.add_argument("--quiet", action="store_true", help="no progress bars")
+  p.add_argument("--out", required=True, help="output directory")
+  return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+  from data_pipeline.procedural import BENCHMARK_NUM_SCENES
+  if not 1 <= args.num_scenes <= BENCHMARK_NUM_SCENES:
+    raise ValueError(f"--num-scenes {args.num_scenes}: must be in [1, {BENCHMARK_NUM_SCENES}]")
+  for flag, path in [("--model", args.model)] + [(f"--ablation {n}", d) for n, d in args.ablation]:
+    if path is not None and not os.path.isdir(path):
+      raise ValueError(f"{flag} {path}: no such directory")
+  names = [n for n, _ in args.ablation]
+  if len(set(names)) != len(names):
+    raise ValueError(f"--ablation: names must be unique, got {names}")
+  if args.folder is not None and not os.path.isdir(args.folder):
+    raise ValueError(f"--folder {args.folder}: no such directory")
+  if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
+    raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
+
+
+def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[int, int] | None]:
+  """Baselines first, then the model and ablations (in the order given); and the model's size."""
+  from diffcamera_jax import benchmark
+  from diffcamera_jax.refocuser import Refocuser
+  methods = {"input unchanged": benchmark.identity_method,
+             "renderer (true depth)": benchmark.make_renderer_method()}
+  size = None
+  models = ([("model", args.model)] if args.model else []) + list(args.ablation)
+  for name, path in models:
+    try:
+      refocuser = Refocuser.load(path, batch_size=args.batch_size, num_steps=args.steps)
+    except FileNotFoundError as e:
+      raise ValueError(f"{path}: {e}") from None
+    label = f"{name} (no depth)" if args.no_depth else name
+    methods[label] = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed)
+    size = size or tuple(refocuser.config.data.image_size)
+  return methods, size
+
+
+def _enlarge(frames: list[np.ndarray], min_width: int = 128) -> list[np.ndarray]:
+  """Nearest-neighbour upscaling by an integer factor so small benchmark images stay visible."""
+  factor = max(1, -(-min_width // frames[0].shape[1]))
+  return [np.repeat(np.repeat(f, factor, 0), factor, 1) for f in frames]
+
+
+def save_grids(out_dir: str, bench_name: str, scenes, spec, runs: dict, num_examples: int) -> dict:
+  """Example grids (rows = scenes; input | truth | methods) and the sweep grid; returns paths."""
+  from diffcamera_jax import benchmark, imageio
+  if num_examples == 0:
+    return {}
+  inputs = benchmark.example_inputs(scenes, spec, num_examples)
+  n = len(inputs["disparity"])
+  paths = {}
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+  for task in benchmark.TASKS:
+    frames, labels = [], []
+    for i in range(n):
+      row = [("input", inputs[task]["input"][i]), ("ground truth", inputs[task]["target"][i])]
+      row += [(m, r["examples"][task][i]) for m, r in runs.items()]
+      frames += [f for _, f in row]
+      labels += [label for label, _ in row]
+    rel = f"images/{bench_name}_{task}.png"
+    imageio.save_image(os.path.join(out_dir, rel),
+                       imageio.contact_sheet(_enlarge(frames), labels, columns=2 + len(runs)))
+    paths[f"{task}: input | ground truth | methods"] = rel
+  levels = spec.sweep(*inputs["disparity"].shape[1:3])
+  frames = [f for r in runs.values() for f in r["examples"]["sweep"][0]]
+  labels = [f"K={k:.3g} {m}" for m in runs for k in levels]
+  rel = f"images/{bench_name}_sweep.png"
+  imageio.save_image(os.path.join(out_dir, rel),
+                     imageio.contact_sheet(_enlarge(frames), labels, columns=len(levels)))
+  paths["blur sweep of the first scene (rows = methods)"] = rel
+  return paths
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+  """Scores every method on every benchmark; writes the JSON, report and images; returns results."""
+  from tqdm import tqdm
+
+  from diffcamera_jax import benchmark
+  from diffcamera_jax.report import render_report
+  methods, model_size = load_methods(args)
+  height, width = args.size or model_size or (64, 64)
+  spec = benchmark.BenchmarkSpec()
+  benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width)}
+  if args.folder:
+    benches["folder"] = benchmark.folder_scenes(args.folder, height, width)
+  results = {"settings": {k: v for k, v in vars(args).items() if k != "ablation"}
+             | {"ablations": dict(args.ablation), "spec": dataclasses.asdict(spec)}, "benchmarks": {}}
+  for bench_name, scenes in benches.items():
+    runs = {}
+    for name, method in methods.items():
+      progress = lambda it, d=f"{bench_name} / {name}": tqdm(it, desc=d, disable=args.quiet,
+                                                             file=sys.stderr)
+      runs[name] = benchmark.run(method, scenes, spec, batch_size=args.batch_size,
+                                 num_examples=args.examples, progress=progress)
+    results["benchmarks"][bench_name] = {
+        "num_scenes": len(scenes), "size": [height, width],
+        "sweep_levels": spec.sweep(height, width).tolist(),
+        "methods": {m: {"summary": r["summary"], "per_scene": r["per_scene"]} for m, r in runs.items()},
+        "images": save_grids(args.out, bench_name, scenes, spec, runs, args.examples)}
+  results = to_json(results)
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1, allow_nan=False)
+  with open(os.path.join(args.out, "report.html"), "w", encoding="utf-8") as f:
+    f.write(render_report(results))
+  return results
+
+
+def to_json(value):
+  """Plain JSON types; NaN/inf (undefined scores) become None so the file is standard JSON."""
+  if isinstance(value, dict):
+    return {str(k): to_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_json(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    return float(value) if np.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def _fmt(v) -> str:
+  return "n/a" if v is None else f"{v:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  try:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    results = evaluate(args)
+  except ValueError as e:
+    print(f"evaluate: error: {e}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+  for bench_name, bench in results["benchmarks"].items():
+    for method, r in bench["methods"].items():
+      s = r["summary"]
+      cells = "  ".join(f"{k} {_fmt(s.get(k))}" for k in
+                        ("bokeh/psnr", "deblur/psnr", "refocus/psnr", "sweep/lvcorr"))
+      print(f"{bench_name:10s} {method:24s} {cells}")
+  print(os.path.join(args.out, "report.html"))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
