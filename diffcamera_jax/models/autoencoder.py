@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 Dtype = Any
 
@@ -55,6 +56,14 @@ class AutoencoderConfig:
                layers_per_block=cfg["layers_per_block"], norm_num_groups=cfg["norm_num_groups"],
                mid_block_add_attention=cfg.get("mid_block_add_attention", True),
                scaling_factor=cfg["scaling_factor"], shift_factor=cfg.get("shift_factor") or 0.0)
+
+
+VAE_PRESETS = {
+    "flux": AutoencoderConfig(),
+    # Same structure and 8x downsampling at a laptop size (tests, smoke runs).
+    "tiny": AutoencoderConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                              norm_num_groups=4),
+}
 
 
 class _Module(nn.Module):
@@ -239,3 +248,39 @@ def latents_to_images(vae: AutoencoderKL, params: Any, latents: jnp.ndarray) -> 
   x = vae.apply({"params": params}, latents / c.scaling_factor + c.shift_factor,
                 method=AutoencoderKL.decode)
   return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+@struct.dataclass
+class FluxCodec:
+  """The latent codec (same interface as `models.latents.LatentCodec`) with the FLUX VAE.
+
+  A pytree whose leaves are the VAE params, so it passes into jitted steps as an argument.
+  """
+  params: Any
+  config: AutoencoderConfig = struct.field(pytree_node=False, default=AutoencoderConfig())
+  mode: str = struct.field(pytree_node=False, default="vae")
+
+  @property
+  def vae(self) -> AutoencoderKL:
+    return AutoencoderKL(self.config)
+
+  @property
+  def downsample(self) -> int:
+    return self.config.downsample_factor
+
+  @property
+  def latent_channels(self) -> int:
+    return self.config.latent_channels
+
+  def latent_shape(self, image_hw: tuple[int, int]) -> tuple[int, int, int]:
+    f = self.downsample
+    if image_hw[0] % f or image_hw[1] % f:
+      raise ValueError(f"image size {tuple(image_hw)} is not divisible by the VAE's "
+                       f"downsampling factor {f}")
+    return image_hw[0] // f, image_hw[1] // f, self.latent_channels
+
+  def encode(self, images: jnp.ndarray) -> jnp.ndarray:
+    return images_to_latents(self.vae, self.params, images.astype(jnp.float32))
+
+  def decode(self, latents: jnp.ndarray) -> jnp.ndarray:
+    return latents_to_images(self.vae, self.params, latents.astype(jnp.float32))

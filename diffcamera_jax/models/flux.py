@@ -78,6 +78,31 @@ class FluxConfig:
                vec_in_dim=cfg["pooled_projection_dim"], guidance_embed=cfg["guidance_embeds"])
 
 
+# LoRA target groups (config names) -> dense-layer names. Single blocks fuse attention and MLP
+# in `linear1` (qkv | mlp_in) and `linear2` (attn_out | mlp_out), so both groups include them.
+LORA_TARGET_GROUPS = {
+    "attn": ("qkv", "proj", "linear1", "linear2"),
+    "mlp": ("fc1", "fc2", "linear1", "linear2"),
+    "modulation": ("lin", "adaLN_modulation"),
+}
+LORA_LAYER_NAMES = frozenset(n for group in LORA_TARGET_GROUPS.values() for n in group) | {
+    "img_in", "txt_in", "in_layer", "out_layer", "linear"}
+
+
+def lora_targets(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+  """Dense-layer names for config targets: group names ("attn", "mlp", "modulation") or layers."""
+  out = []
+  for name in names:
+    if name in LORA_TARGET_GROUPS:
+      out += LORA_TARGET_GROUPS[name]
+    elif name in LORA_LAYER_NAMES:
+      out.append(name)
+    else:
+      raise ValueError(f"LoRA target {name!r} is neither a group {sorted(LORA_TARGET_GROUPS)} "
+                       f"nor a FLUX dense layer {sorted(LORA_LAYER_NAMES)}")
+  return tuple(dict.fromkeys(out))
+
+
 FLUX_PRESETS = {
     "dev": FluxConfig(),
     "schnell": FluxConfig(guidance_embed=False),
@@ -307,7 +332,9 @@ class FluxTransformer(_Base):
 
   img `[B, L, in_channels]` packed latent tokens; img_ids `[L, 3]` or `[B, L, 3]`; txt
   `[B, Lt, context_in_dim]` with txt_ids likewise; t `[B]` in [0, 1] (1 = noise); y `[B,
-  vec_in_dim]` pooled text; guidance `[B]` (guidance-distilled models only).
+  vec_in_dim]` pooled text; guidance `[B]` (guidance-distilled models only). Optional `extra`
+  `[B, Le, hidden_size]` tokens, already embedded (e.g. conditions), join the image stream after
+  `img_in` with their own `extra_ids`; the output covers the `img` tokens only.
   """
   scan_layers: bool = False
   remat: str = "none"  # "none" | "full" | "dots"
@@ -315,7 +342,8 @@ class FluxTransformer(_Base):
   @nn.compact
   def __call__(self, img: jnp.ndarray, img_ids: jnp.ndarray, txt: jnp.ndarray,
                txt_ids: jnp.ndarray, timesteps: jnp.ndarray, y: jnp.ndarray,
-               guidance: jnp.ndarray | None = None) -> jnp.ndarray:
+               guidance: jnp.ndarray | None = None, extra: jnp.ndarray | None = None,
+               extra_ids: jnp.ndarray | None = None) -> jnp.ndarray:
     c = self.config
     if img.shape[-1] != c.in_channels or txt.shape[-1] != c.context_in_dim:
       raise ValueError(f"FluxTransformer: img channels {img.shape[-1]} (expected "
@@ -333,38 +361,21 @@ class FluxTransformer(_Base):
     vec = vec + MLPEmbedder(name="vector_in", **kw)(y.astype(self.dtype))
     txt = self.dense(c.hidden_size, ("channels", "embed"), "txt_in")(txt)
 
-    batch = img.shape[0]
-    ids = jnp.concatenate([jnp.broadcast_to(txt_ids, (batch, *txt_ids.shape[-2:])),
-                           jnp.broadcast_to(img_ids, (batch, *img_ids.shape[-2:]))], axis=1)
+    batch, num_img = img.shape[:2]
+    streams = [txt_ids, img_ids]
+    if extra is not None:
+      if extra_ids is None or extra.shape[-1] != c.hidden_size:
+        raise ValueError(f"FluxTransformer: `extra` must be [B, Le, {c.hidden_size}] and come "
+                         f"with `extra_ids`; got {extra.shape}, ids {extra_ids is not None}")
+      img = jnp.concatenate([img, extra.astype(img.dtype)], axis=1)
+      streams.append(extra_ids)
+    ids = jnp.concatenate([jnp.broadcast_to(i, (batch, *i.shape[-2:])) for i in streams],
+                          axis=1)
     cos, sin = rope(ids, c.axes_dim, c.theta)
 
     stack = dict(scan=self.scan_layers, remat=self.remat, args=(vec, cos, sin), **kw)
     img, txt = _blocks(DoubleStreamBlock, c.depth, "double_blocks", carry=(img, txt), **stack)
     x = _blocks(SingleStreamBlock, c.depth_single, "single_blocks",
                 carry=jnp.concatenate([txt, img], axis=1), **stack)
-    return LastLayer(name="final_layer", **kw)(x[:, txt.shape[1]:], vec)
-
-
-# ----------------------------------------------------------------------------- latent packing
-
-
-def pack_latents(latents: jnp.ndarray) -> jnp.ndarray:
-  """`[B, h, w, C]` VAE latents -> `[B, (h/2)(w/2), 4C]` tokens (channel-major 2x2 patches)."""
-  b, h, w, c = latents.shape
-  if h % 2 or w % 2:
-    raise ValueError(f"pack_latents: latent size {(h, w)} must be even")
-  x = latents.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
-  return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(tokens: jnp.ndarray, h: int, w: int) -> jnp.ndarray:
-  """Inverse of `pack_latents`: `[B, (h/2)(w/2), 4C]` -> `[B, h, w, C]`."""
-  b, _, c4 = tokens.shape
-  x = tokens.reshape(b, h // 2, w // 2, c4 // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3)
-  return x.reshape(b, h, w, c4 // 4)
-
-
-def image_ids(h: int, w: int, index: int = 0) -> jnp.ndarray:
-  """Position ids `[(h/2)(w/2), 3]` = (index, row, col) of the packed tokens of an `h x w` latent."""
-  rows, cols = jnp.meshgrid(jnp.arange(h // 2), jnp.arange(w // 2), indexing="ij")
-  return jnp.stack([jnp.full_like(rows, index), rows, cols], axis=-1).reshape(-1, 3)
+    img_out = x[:, txt.shape[1]:txt.shape[1] + num_img]
+    return LastLayer(name="final_layer", **kw)(img_out, vec)

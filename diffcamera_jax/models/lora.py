@@ -135,6 +135,30 @@ def merge_params(*trees: Mapping) -> dict:
   return _unflatten(out)
 
 
+def flatten_paths(tree: Any) -> list[tuple[str, ...]]:
+  """Leaf paths of a nested dict, as tuples of names."""
+  return list(_flatten(tree))
+
+
+def drop_paths(tree: Any, paths: Iterable[tuple[str, ...]]) -> dict:
+  """`tree` without the leaves at `paths`."""
+  paths = set(paths)
+  return _unflatten({k: v for k, v in _flatten(tree).items() if k not in paths})
+
+
+def value_and_grad_trainable(loss_fn: Callable[..., Any], params: Any, mask: Any,
+                             has_aux: bool = False) -> tuple[Any, dict]:
+  """`jax.value_and_grad(loss_fn)` with respect to the trainable leaves only.
+
+  Gradients of the frozen base are never formed (not even as zeros), so a LoRA step costs the
+  activation gradients plus the adapters' weight gradients, not the base's. Returns
+  `(value, grads)` with `grads` the nested dict of the trainable leaves.
+  """
+  trainable, frozen = split_params(params, mask)
+  return jax.value_and_grad(lambda t: loss_fn(merge_params(t, frozen)), has_aux=has_aux)(
+      trainable)
+
+
 def fold_lora(params: Any, config: LoRAConfig) -> Any:
   """Base params with every adapter folded into its kernel (`W + scale·A B`), adapters removed.
 
