@@ -10,6 +10,7 @@ exits cleanly.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -30,9 +31,19 @@ flags.DEFINE_integer("process_id", -1, "This process's id (with --coordinator_ad
 flags.mark_flags_as_required(["config"])
 
 
+class _QuietLibraries(logging.Filter):
+  """Keeps library INFO chatter (Orbax's per-save internals, backend probing) out of the console."""
+  _NOISY = (f"{os.sep}orbax{os.sep}", f"{os.sep}jax{os.sep}_src{os.sep}", f"{os.sep}grain{os.sep}")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self._NOISY)
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_QuietLibraries())
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id)
   from diffcamera_jax import trainer  # Imported after the runtime is up: it touches devices.
