@@ -3,9 +3,9 @@
     PYTHONPATH=. python benchmarks/data.py --out=benchmarks/results/data.json
 
 Host pipeline: examples/s of `pipeline.make_train_iterator` for each image size and worker count
-(steady state: worker start-up and prefetched batches are excluded). Device stage: ms per batch of the
-jitted `simulate` (compile excluded). Train step: ms per batch of the default model's jitted step on
-a simulated batch; the margin is host examples/s over the examples/s that render + step consume.
+(steady state: worker start-up and prefetched batches are excluded). Device stage: ms per batch of
+the jitted `simulate` (compile excluded). Train step: ms per batch of the default model's jitted
+step on a simulated batch; the margin is host examples/s over the examples/s render + step consume.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from data_pipeline import simulate as simulate_lib
 _OUT = flags.DEFINE_string("out", "benchmarks/results/data.json", "JSON output path.")
 _SIZES = flags.DEFINE_list("sizes", ["64", "512"], "Square image sizes for the host pipeline.")
 _WORKERS = flags.DEFINE_list("workers", ["0", "2"], "Grain worker counts (0 = in-process).")
-_DEVICE_SIZES = flags.DEFINE_list("device_sizes", ["64"], "Square image sizes for the device stage.")
+_DEVICE_SIZES = flags.DEFINE_list("device_sizes", ["64"], "Square sizes for the device stage.")
 _BATCHES = flags.DEFINE_integer("batches", 16, "Batches per host measurement (second half timed).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches first (worker start-up, caches).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per device measurement (median).")
@@ -140,7 +140,8 @@ def main(argv) -> None:
     step = train_step_ms(_REPEATS.value)
     default_size = list(default.get_config().data.image_size)
     render = [r["ms_per_batch"] for r in results["device_stage"] if r["image_size"] == default_size]
-    host = [r["examples_per_s"] for r in results["host_pipeline"] if r["image_size"] == default_size]
+    host = [r["examples_per_s"] for r in results["host_pipeline"]
+            if r["image_size"] == default_size]
     if render and host:  # both measured at the default size
       consumed = step["batch_size"] / ((step["ms_per_step"] + render[0]) / 1000.0)
       step.update(examples_per_s_consumed=consumed, host_margin=max(host) / consumed)

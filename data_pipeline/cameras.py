@@ -41,8 +41,8 @@ class CameraRanges:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
     blades = tuple(int(n) for n in self.aperture_blades)
     if not blades or any(n != 0 and n < 3 for n in blades):
-      raise ValueError(
-          f"aperture_blades must be a non-empty tuple of 0 (disk) or n >= 3, got {self.aperture_blades}")
+      raise ValueError("aperture_blades must be a non-empty tuple of 0 (disk) or n >= 3, "
+                       f"got {self.aperture_blades}")
     if not 0.0 <= self.min_focus_separation <= 1.0:
       raise ValueError(f"min_focus_separation must be in [0, 1], got {self.min_focus_separation}")
     object.__setattr__(self, "blur_range", (lo, hi))
@@ -50,7 +50,7 @@ class CameraRanges:
 
   @classmethod
   def from_config(cls, data_config: Any) -> "CameraRanges":
-    """Reads the ranges from `config.data` (an ml_collections.ConfigDict or any attribute holder)."""
+    """Reads the ranges from `config.data` (a ConfigDict or any attribute holder)."""
     return cls(
         blur_range=tuple(data_config.blur_range),
         blur_reference_size=int(data_config.blur_reference_size),

@@ -1,4 +1,4 @@
-"""The Grain host pipeline: source -> per-host shard -> shuffle -> repeat -> crop -> cameras -> batch.
+"""The Grain host pipeline: source, per-host shard, shuffle, repeat, crop, cameras, batch.
 
     it = make_train_iterator(config)          # grain.DatasetIterator of host batches (numpy)
     batch = to_global_batch(next(it), mesh)   # global jax.Arrays sharded over ("data", "fsdp")
@@ -87,10 +87,11 @@ def make_dataset(config: Any, process_index: int | None = None, process_count: i
   ds = ds.random_map(transforms.SampleCameras(cameras.CameraRanges.from_config(data)),
                      seed=host_seed + 1)
   ds = ds.batch(batch_size, drop_remainder=True)
+  buffer = max(int(data.prefetch_buffer), READ_THREADS)  # fewer would idle reader threads
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS,
-                                               prefetch_buffer_size=max(int(data.prefetch_buffer), READ_THREADS)))
+                                               prefetch_buffer_size=buffer))
   if int(data.num_workers) > 0:
-    transforms.init_worker(-1, int(data.num_workers))  # Grain reads absl flags when it starts workers
+    transforms.init_worker(-1, int(data.num_workers))  # Grain reads absl flags to start workers
     it_ds = it_ds.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=int(data.num_workers),
                                      per_worker_buffer_size=int(data.prefetch_buffer)),

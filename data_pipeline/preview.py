@@ -73,16 +73,18 @@ def write_preview(config: Any, out_dir: str, num_examples: int = 4, scale: int =
   path = os.path.join(out_dir, "preview.png")
   Image.fromarray(grid(example, scale)).save(path)
   for b in range(num_examples):
-    print(f"example {b}: source focus {example['source_focus'][b]} blur {example['source_blur'][b]:.2f}"
-          f" | target focus {example['target_focus'][b]} / {example['target_focus_2'][b]}"
-          f" blur {example['target_blur'][b]:.2f} | blades {example['aperture_blades'][b]}")
+    e = {k: v[b] for k, v in example.items()}
+    print(f"example {b}: source focus {e['source_focus']} blur {e['source_blur']:.2f} | target "
+          f"focus {e['target_focus']} / {e['target_focus_2']} blur {e['target_blur']:.2f} | "
+          f"blades {e['aperture_blades']}")
   return path
 
 
 _OUT = flags.DEFINE_string("out", None, "Output folder for preview.png.")
 _NUM = flags.DEFINE_integer("num_examples", 4, "Examples (rows) in the grid.")
 _SCALE = flags.DEFINE_integer("scale", 0, "Upscale factor of each panel (0: to about 128 px).")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: configs/default.py).")
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Config file (default: configs/default.py).")
 
 
 def main(argv) -> None:

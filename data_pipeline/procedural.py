@@ -37,11 +37,19 @@ def make_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarr
   ys = (np.arange(height, dtype=np.float32) + 0.5) / scale  # y down
   u, v = np.meshgrid(xs, ys)
 
-  image, disparity = _background(rng, u, v)
+  background = _background_disparity(rng, u, v)
+  background_rng = _child(rng)
+  # Painted front to back with a z-test, so each pixel's texture is computed once, for the
+  # surface that is visible there; the background fills whatever no shape covers.
+  image = np.zeros((height, width, 3), np.float32)
+  disparity = np.full((height, width), -1.0, np.float32)
   num_shapes = int(rng.integers(8, 25))
-  shape_disparities = np.sort(rng.uniform(*_FOREGROUND_DISPARITY, size=num_shapes))
+  shape_disparities = np.sort(rng.uniform(*_FOREGROUND_DISPARITY, size=num_shapes))[::-1]
   for d in shape_disparities:
     _paint_shape(rng, u, v, float(d), image, disparity)
+  uncovered = disparity < 0
+  disparity[uncovered] = background[uncovered]
+  image[uncovered] = _texture(background_rng, u[uncovered], v[uncovered], frame=(0.5, 0.5, 0.5))
   _paint_highlights(rng, u, v, image, scale)
   np.clip(image, 0.0, 1.0, out=image)
   np.clip(disparity, 0.0, 1.0, out=disparity)
@@ -64,8 +72,8 @@ def _check_int(name: str, value: int, minimum: int) -> None:
     raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _background(rng: np.random.Generator, u: np.ndarray, v: np.ndarray):
-  """A slanted plane or smooth surface, textured; disparity in [0, _BACKGROUND_MAX_DISPARITY]."""
+def _background_disparity(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """A slanted plane or smooth surface with disparity in [0, _BACKGROUND_MAX_DISPARITY]."""
   lo = rng.uniform(0.0, 0.15)
   hi = rng.uniform(lo + 0.05, _BACKGROUND_MAX_DISPARITY)
   angle = rng.uniform(0.0, 2.0 * np.pi)
@@ -74,11 +82,10 @@ def _background(rng: np.random.Generator, u: np.ndarray, v: np.ndarray):
     for _ in range(3):
       freq = rng.uniform(0.5, 2.5)
       phase = rng.uniform(0.0, 2.0 * np.pi, size=2)
-      ramp = ramp + 0.15 * np.sin(2 * np.pi * freq * u + phase[0]) * np.cos(2 * np.pi * freq * v + phase[1])
+      bump = np.sin(2 * np.pi * freq * u + phase[0]) * np.cos(2 * np.pi * freq * v + phase[1])
+      ramp = ramp + 0.15 * bump
   ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
-  disparity = (lo + (hi - lo) * ramp).astype(np.float32)
-  image = _texture(_child(rng), u, v, frame=(0.5, 0.5, 0.5))
-  return image, disparity
+  return (lo + (hi - lo) * ramp).astype(np.float32)
 
 
 def _shape_mask(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
@@ -115,7 +122,10 @@ def _shape_mask(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
 
 def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: float,
                  image: np.ndarray, disparity: np.ndarray) -> None:
-  """Z-buffers one textured shape at disparity ~d (slightly slanted) into `image`/`disparity`."""
+  """Z-buffers one textured shape at disparity ~d (slightly slanted) into `image`/`disparity`.
+
+  Only pixels where the shape is nearer than what is already painted take its texture.
+  """
   height, width = u.shape
   scale = float(max(height, width))
   # Every random draw from `rng` happens here, before any array work, so the sequence of draws
@@ -135,11 +145,11 @@ def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: floa
   mask = _shape_mask(shape_rng, uu, vv, cx, cy, size)
   local_d = d + tilt[0] * (uu - cx) + tilt[1] * (vv - cy)
   local_d = np.clip(local_d, _BACKGROUND_MAX_DISPARITY, 1.0).astype(np.float32)
-  visible = mask & (local_d >= disparity[i0:i1, j0:j1])
+  visible = mask & (local_d > disparity[i0:i1, j0:j1])
   if not visible.any():
     return
-  texture = _texture(texture_rng, uu, vv, frame=(cx, cy, reach))
-  image[i0:i1, j0:j1][visible] = texture[visible]
+  image[i0:i1, j0:j1][visible] = _texture(texture_rng, uu[visible], vv[visible],
+                                          frame=(cx, cy, reach))
   disparity[i0:i1, j0:j1][visible] = local_d[visible]
 
 
@@ -170,7 +180,8 @@ def _paint_highlights(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
 # ------------------------------------------------------------------------------------ textures
 
 
-def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: float) -> np.ndarray:
+def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
+                 cells: float) -> np.ndarray:
   """Bilinear value noise in [0, 1] with `cells` lattice cells per unit length.
 
   The lattice covers the unit square in absolute coordinates, so the noise is the same function
@@ -220,8 +231,9 @@ def _strokes(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, frame) -> n
 
 def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
              frame: tuple[float, float, float]) -> np.ndarray:
-  """A random colour texture [h, w, 3]: noise, stripes, checkers, gradient or strokes.
+  """A random colour texture [..., 3] at points (u, v): noise, stripes, checkers, gradient, strokes.
 
+  Every pattern is a pointwise function of (u, v), so only visible pixels need evaluating.
   `frame` = (centre x, centre y, half extent) of the surface it covers, for gradients and strokes.
   """
   c0, c1 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
@@ -246,5 +258,5 @@ def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
   t = t.astype(np.float32)
   image = c0 + (c1 - c0) * t[..., None]
   grain = rng.uniform(0.01, 0.06)  # per-pixel detail: real high-frequency content everywhere
-  image = image + grain * rng.standard_normal(image.shape).astype(np.float32)
+  image = image + grain * rng.standard_normal(image.shape, dtype=np.float32)
   return np.clip(image, 0.0, 1.0).astype(np.float32)

@@ -96,7 +96,8 @@ def make_simulate_fn(config: Any, mesh: jax.sharding.Mesh | None = None,
   axes = tuple(a for a in batch_axes if a in mesh.axis_names)
   if not axes:
     raise ValueError(f"batch_axes {tuple(batch_axes)} name none of the mesh axes {mesh.axis_names}")
-  return jax.jit(fn, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes)))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes))
+  return jax.jit(fn, out_shardings=sharding)
 
 
 def mirror(batch: dict[str, jax.Array], flip: jax.Array) -> dict[str, jax.Array]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from data_pipeline.image_depth_folder.image_depth_folder_dataset_builder import Builder
-from data_pipeline.image_depth_folder.image_depth_folder_dataset_builder import ImageDepthFolderConfig
+from data_pipeline.image_depth_folder.image_depth_folder_dataset_builder import (
+    Builder, ImageDepthFolderConfig)
 from data_pipeline.image_depth_folder.reading import BadFileError
 
 NAME = "image_depth_folder"

@@ -1,10 +1,14 @@
-"""Prepares the dataset: `python -m data_pipeline.image_depth_folder --source_dir=... --data_dir=...`."""
+"""Prepares the dataset.
+
+    python -m data_pipeline.image_depth_folder --source_dir=... --data_dir=... [--skip_bad]
+"""
 from absl import app
 from absl import flags
 
 from data_pipeline import image_depth_folder
 
-_SOURCE_DIR = flags.DEFINE_string("source_dir", None, "Folder with images/ and maps/.", required=True)
+_SOURCE_DIR = flags.DEFINE_string("source_dir", None, "Folder with images/ and maps/.",
+                                  required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).", required=True)
 _MAP_KIND = flags.DEFINE_enum("map_kind", "disparity", ["disparity", "depth"],
                               "What the map files hold.")

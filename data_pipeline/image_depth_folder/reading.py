@@ -47,7 +47,8 @@ def find_splits(root: pathlib.Path | str) -> dict[str, pathlib.Path]:
   splits = {p.name: p for p in sorted(root.iterdir()) if (p / "images").is_dir()}
   if not splits:
     raise FileNotFoundError(
-        f"{root}: expected an images/ folder, or split folders (train/, validation/, ...) holding one")
+        f"{root}: expected an images/ folder, or split folders (train/, validation/, ...) "
+        "holding one")
   return splits
 
 

@@ -130,7 +130,8 @@ def test_iterator_resumes_through_an_orbax_checkpoint(tmp_path):
   expected = _take(it, 2)
   resumed = pipeline.make_train_iterator(_config(), 0, 1)
   with ocp.CheckpointManager(tmp_path, item_names=("data_iter",)) as manager:
-    manager.restore(2, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(resumed)))
+    restore = grain.checkpoint.CheckpointRestore(resumed)
+    manager.restore(2, args=ocp.args.Composite(data_iter=restore))
   _assert_batches_equal(_take(resumed, 2), expected)
 
 

@@ -38,7 +38,8 @@ def test_scenes_have_depth_layers_texture_and_highlights():
     assert len(np.unique(np.round(disparity[foreground] / 0.02))) >= 5
     # Real high-frequency content: mean absolute Laplacian of the luminance.
     luma = image.mean(-1)
-    laplacian = 4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1] - luma[1:-1, :-2] - luma[1:-1, 2:]
+    laplacian = (4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1]
+                 - luma[1:-1, :-2] - luma[1:-1, 2:])
     assert np.abs(laplacian).mean() > 0.02
     # Small saturated highlights for bokeh.
     assert (image.min(-1) > 0.74).sum() >= 1
