@@ -5,6 +5,7 @@
 A `LatentCodec` is a pytree (its VAE params are leaves), so it can be passed into `jax.jit`
 functions as an argument instead of being baked into the program as constants.
 """
+import functools
 import os
 from typing import Any
 
@@ -102,8 +103,9 @@ def vae_from_config(vae_config: ml_collections.ConfigDict) -> AutoencoderKL:
                        latent_channels=vae_config.latent_channels)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_vae_params(vae: AutoencoderKL, rng: jax.Array) -> Any:
-  """Random VAE params (conv params do not depend on the image size)."""
+  """Random VAE params (conv params do not depend on the image size); compiled once per VAE."""
   side = 2 * vae.downsample
   variables = vae.init(rng, jnp.zeros((1, side, side, 3), jnp.float32))
   return nn.unbox(variables["params"])
