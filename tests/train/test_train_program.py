@@ -1,0 +1,136 @@
+"""The training program end to end: events, samples, checkpoints, export, resume, stop, errors."""
+import json
+import os
+import pathlib
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from diffcamera_jax.export import load_exported
+
+
+def _params(workdir, step):
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(pathlib.Path(workdir) / "checkpoints" / str(step) / "state")
+  return state
+
+
+def _assert_trees_identical(a, b):
+  import jax
+  leaves_a, tree_a = jax.tree.flatten(a)
+  leaves_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_end_to_end_events_samples_checkpoints_and_export(tmp_path, trainer):
+  workdir = tmp_path / "run"
+  result = trainer.run(workdir, "--config.train.num_steps=4", "--config.train.checkpoint_every=2",
+                       "--config.train.eval_every=4")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert trainer.steps(workdir) == [2, 4]
+  assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+  assert sorted(p.name for p in (workdir / "samples").iterdir()) == [
+      "step_0000004_blur_sweep.png", "step_0000004_focus_sweep.png"]
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["train"]["num_steps"] == 4
+  assert "eval/psnr=" in result.stderr and "loss=" in result.stderr
+
+  # Export, then load what the refocus CLI and notebooks load.
+  from diffcamera_jax.export import main as export_main
+  out = tmp_path / "exported"
+  assert export_main(["--workdir", str(workdir), "--out", str(out)]) == 0
+  exported_config, params = load_exported(str(out))
+  assert exported_config.model.size == "tiny"
+  _assert_trees_identical(params, _params(workdir, 4)["ema_params"])
+  assert export_main(["--workdir", str(workdir), "--out", str(out)]) == 2  # never overwrites
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical_to_uninterrupted(tmp_path, trainer):
+  overrides = ("--config.train.num_steps=24", "--config.train.checkpoint_every=3",
+               "--config.train.keep_checkpoints=20")
+  straight = tmp_path / "straight"
+  result = trainer.run(straight, *overrides)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  interrupted = tmp_path / "interrupted"
+  process = trainer.start(interrupted, *overrides)
+  assert trainer.wait_for(lambda: 6 in trainer.steps(interrupted), process=process)
+  process.send_signal(trainer.sigkill)
+  process.wait(timeout=60)
+  killed_at = max(trainer.steps(interrupted))
+  assert killed_at < 24, "the run finished before it could be killed"
+  resumed = trainer.run(interrupted, *overrides)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from checkpoint step {killed_at}" in resumed.stderr
+
+  _assert_trees_identical(_params(straight, 24), _params(interrupted, 24))
+  for step in (3, 24):  # same data order: identical iterator states
+    it_a = (straight / "checkpoints" / str(step) / "data_iter" / "process_0-of-1.json").read_text()
+    it_b = (interrupted / "checkpoints" / str(step) / "data_iter" / "process_0-of-1.json").read_text()
+    assert it_a == it_b
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_step_it_stopped_at(tmp_path, trainer):
+  workdir = tmp_path / "run"
+  process = trainer.start(workdir, "--config.train.num_steps=100000",
+                          "--config.train.checkpoint_every=5")
+  assert trainer.wait_for(lambda: 5 in trainer.steps(workdir), process=process)
+  process.send_signal(trainer.sigterm)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == 0, output[-3000:]
+  line = next(l for l in output.splitlines() if "stop requested (SIGTERM)" in l)
+  stopped_at = int(line.split("checkpoint saved at step ")[1].split(",")[0])
+  assert stopped_at > 5 and max(trainer.steps(workdir)) == stopped_at
+  assert int(np.asarray(_params(workdir, stopped_at)["step"])) == stopped_at
+
+
+@pytest.mark.slow
+def test_half_written_checkpoint_is_never_loaded(tmp_path, trainer):
+  workdir = tmp_path / "run"
+  result = trainer.run(workdir, "--config.train.num_steps=4", "--config.train.checkpoint_every=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  root = workdir / "checkpoints"
+  # A crash during the save of step 6 leaves Orbax's temporary directory behind ...
+  (root / "6.orbax-checkpoint-tmp-1234" / "state").mkdir(parents=True)
+  # ... and on a filesystem without atomic rename, a step directory with truncated files.
+  damaged = root / "5"
+  (damaged / "state").mkdir(parents=True)
+  (damaged / "_CHECKPOINT_METADATA").write_text("{")
+  (damaged / "state" / "_METADATA").write_text("")
+  result = trainer.run(workdir, "--config.train.num_steps=6", "--config.train.checkpoint_every=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resumed from checkpoint step 4" in result.stderr
+  assert int(np.asarray(_params(workdir, 6)["step"])) == 6
+
+
+def test_bad_override_is_named(tmp_path, trainer):
+  result = trainer.run(tmp_path / "run", "--config.data.image_size=(30,32)")
+  assert result.returncode == 2
+  assert "config.data.image_size" in result.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_override_is_rejected(tmp_path, trainer):
+  result = trainer.run(tmp_path / "run", "--config.train.num_stepz=3")
+  assert result.returncode != 0
+  assert "num_stepz" in result.stderr
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_a_clear_message_keeping_checkpoints(tmp_path, trainer):
+  workdir = tmp_path / "run"
+  result = trainer.run(workdir, "--config.train.num_steps=50", "--config.train.checkpoint_every=1",
+                       "--config.optim.learning_rate=1e38", "--config.optim.warmup_steps=0")
+  assert result.returncode == 3, result.stderr[-3000:]
+  assert "non-finite" in result.stderr and "last good checkpoint is intact" in result.stderr
+  steps = trainer.steps(workdir)
+  assert steps, "no checkpoint was kept"
+  state = _params(workdir, max(steps))
+  import jax
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state["params"]))
