@@ -31,7 +31,7 @@ def test_forward_matches_diffusers(fixtures_dir, transformer_config, transformer
   model = flux.FluxTransformer(flux.FluxConfig.from_diffusers(transformer_config),
                                scan_layers=scan_layers)
   params = _load(fixtures_dir, file, model, transformer_io)
-  out = model.apply({"params": params}, *_args(transformer_io))
+  out = jax.jit(model.apply)({"params": params}, *_args(transformer_io))
   ref = transformer_io["output"]
   assert out.shape == ref.shape
   assert np.abs(np.asarray(out) - ref).max() <= 1e-4
@@ -49,18 +49,18 @@ def test_both_layouts_give_identical_params(fixtures_dir, transformer_config, tr
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
-def test_remat_and_scan_do_not_change_the_function(fixtures_dir, transformer_config,
-                                                   transformer_io, remat):
+@pytest.mark.slow
+def test_remat_does_not_change_the_gradients(fixtures_dir, transformer_config, transformer_io):
   config = flux.FluxConfig.from_diffusers(transformer_config)
   plain = flux.FluxTransformer(config, scan_layers=True)
-  rematted = flux.FluxTransformer(config, scan_layers=True, remat=remat)
   params = _load(fixtures_dir, ORIGINAL, plain, transformer_io)
-  loss = lambda m: lambda p: jnp.sum(m.apply({"params": p}, *_args(transformer_io)) ** 2)
-  g1 = jax.grad(loss(plain))(params)
-  g2 = jax.grad(loss(rematted))(params)
-  for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-4)
+  grad = lambda m: jax.jit(jax.grad(
+      lambda p: jnp.sum(m.apply({"params": p}, *_args(transformer_io)) ** 2)))(params)
+  reference = grad(plain)
+  for remat in ("full", "dots"):
+    rematted = grad(flux.FluxTransformer(config, scan_layers=True, remat=remat))
+    for x, y in zip(jax.tree.leaves(reference), jax.tree.leaves(rematted)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-4)
 
 
 def test_rope_is_complex_rotation_and_relative():
@@ -88,10 +88,11 @@ def test_extra_tokens_join_attention_but_not_the_output():
   img, ids = jnp.ones((1, 4, 64)), jnp.zeros((4, 3))
   txt, txt_ids = jnp.ones((1, 2, 32)), jnp.zeros((2, 3))
   args = (img, ids, txt, txt_ids, jnp.array([0.5]), jnp.ones((1, 16)), jnp.ones(1))
-  params = model.init(jax.random.key(0), *args)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), *args)["params"]
   extra = jax.random.normal(jax.random.key(1), (1, 3, config.hidden_size))
-  out = model.apply({"params": params}, *args, extra=extra, extra_ids=jnp.ones((3, 3)))
-  base = model.apply({"params": params}, *args)
+  apply = jax.jit(model.apply)
+  out = apply({"params": params}, *args, extra=extra, extra_ids=jnp.ones((3, 3)))
+  base = apply({"params": params}, *args)
   assert out.shape == base.shape == (1, 4, 64)
   assert not np.allclose(out, base)
 
