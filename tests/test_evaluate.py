@@ -1,0 +1,81 @@
+"""The evaluation program: JSON + HTML with baselines and models side by side; bad input -> exit 2."""
+import json
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from diffcamera_jax import evaluate
+from diffcamera_jax.export import save_exported
+from diffcamera_jax.models import build_model, example_inputs
+from diffcamera_jax.report import bar_chart, line_chart, render_report
+
+
+def _export(path, seed):
+  config = get_config("tiny")
+  model, codec = build_model(config)
+  params = model.init({"params": jax.random.key(seed)}, *example_inputs(codec, (32, 32)))["params"]
+  save_exported(str(path), config, nn.meta.unbox(params))
+
+
+@pytest.mark.slow
+def test_models_and_ablation_side_by_side(tmp_path, capsys):
+  _export(tmp_path / "model", 0)
+  _export(tmp_path / "no_stack", 1)
+  out = tmp_path / "eval"
+  argv = ["--model", str(tmp_path / "model"), "--ablation", f"no_stack={tmp_path / 'no_stack'}",
+          "--num-scenes", "2", "--examples", "1", "--steps", "1", "--quiet", "--out", str(out)]
+  assert evaluate.main(argv) == 0
+  results = json.loads((out / "results.json").read_text())
+  bench = results["benchmarks"]["procedural"]
+  assert list(bench["methods"]) == ["input unchanged", "renderer (true depth)", "model", "no_stack"]
+  assert bench["size"] == [32, 32]  # the model's training size
+  for method in bench["methods"].values():
+    assert len(method["per_scene"]["bokeh/psnr"]) == 2
+    assert all(v is None or math.isfinite(v) for v in method["summary"].values()
+               if not isinstance(v, list))
+  assert bench["methods"]["renderer (true depth)"]["summary"]["bokeh/psnr"] == 100.0
+  html = (out / "report.html").read_text()
+  assert "no_stack" in html and "<svg" in html
+  for rel in bench["images"].values():
+    assert (out / rel).is_file() and f'src="{rel}"' in html
+  printed = capsys.readouterr().out
+  assert "no_stack" in printed and str(out / "report.html") in printed
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--num-scenes", "0"], "--num-scenes"),
+    (["--model", "/nonexistent/model"], "--model"),
+    (["--ablation", "nodir"], "NAME=DIR"),
+    (["--size", "8x8"], "16x16"),
+    (["--folder", "/nonexistent/folder"], "--folder"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
+  assert evaluate.main([*argv, "--out", str(tmp_path / "o")]) == evaluate.EXIT_BAD_INPUT
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and expected in err[0]
+
+
+def test_to_json_replaces_undefined_scores():
+  got = evaluate.to_json({"a": np.float32(1.5), "b": [float("nan"), np.int64(3)], "c": math.inf})
+  assert got == {"a": 1.5, "b": [None, 3], "c": None}
+  json.dumps(got, allow_nan=False)
+
+
+def test_svg_charts_and_report_page():
+  svg = bar_chart("t", ["bokeh", "deblur"], {"m1": [1.0, 2.0], "m2": [float("nan"), 3.0]})
+  assert svg.startswith("<svg") and svg.count("<rect") == 3 + 2  # 3 finite bars + 2 legend keys
+  with pytest.raises(ValueError, match="m1"):
+    bar_chart("t", ["a"], {"m1": [1.0, 2.0]})
+  line = line_chart("t", [0.0, 1.0, 2.0], {"m": [0.0, -1.0, -2.0]})
+  assert line.count("<circle") == 3
+  summary = {k: 1.0 for k in ("bokeh/psnr", "deblur/psnr", "refocus/psnr", "stacking/psnr",
+                              "bokeh/ssim", "deblur/ssim", "refocus/ssim")}
+  summary["sweep/log_lv_drop"] = [0.0, -1.0]
+  page = render_report({"benchmarks": {"procedural": {
+      "num_scenes": 1, "size": [32, 32], "sweep_levels": [0.0, 2.0],
+      "methods": {"a<b": {"summary": summary}}, "images": {}}}})
+  assert "a&lt;b" in page and page.count("<svg") == 4
