@@ -142,5 +142,11 @@ def test_grain_pipeline_reads_the_prepared_dataset(prepared):
   assert batch["disparity"].shape == (config.data.batch_size, height, width)
   for key in ("image", "disparity"):
     assert batch[key].dtype == np.float32 and 0.0 <= batch[key].min() and batch[key].max() <= 1.0
-  # Random crops of two source photos: every example comes from one of them and differs in crop.
-  assert len({batch["image"][i].tobytes() for i in range(config.data.batch_size)}) > 1
+  assert len({batch["image"][i].tobytes() for i in range(config.data.batch_size)}) > 1  # crops
+  # Worker processes receive the pickled ArrayRecord source and produce the same batch.
+  config.data.num_workers = 2
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  from_workers = next(it)
+  for key in batch:
+    np.testing.assert_array_equal(from_workers[key], batch[key], err_msg=key)
+  del it, from_workers
