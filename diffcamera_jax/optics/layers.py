@@ -14,8 +14,8 @@ import functools
 import math
 
 IN_FOCUS = 0.5  # |s| below this: the aperture covers only the source pixel
-FINE_RADIUS = 6.0  # the largest radius blurred at full resolution
-LEVEL0_EDGES = (IN_FOCUS, 2.0, FINE_RADIUS)  # |s| bins at full resolution
+FINE_RADIUS = 8.0  # the largest radius blurred at full resolution
+LEVEL0_EDGES = (IN_FOCUS, 1.25, 2.5, 4.5, FINE_RADIUS)  # |s| bins at full resolution
 BINS_PER_OCTAVE = 2  # |s| bins per coarser level
 
 

@@ -24,6 +24,9 @@ from diffcamera_jax.optics.aperture import Aperture
 from diffcamera_jax.optics.focus import per_example, signed_coc
 
 DEFAULT_MAX_RADIUS = 64.0
+# Per-axis variance (in units of (f^2 - 1) full-resolution px^2) that the [1,3,3,1] decimation and
+# cubic upsampling add to a layer blurred at 1/f resolution; measured, see docs/optics.md.
+RESAMPLING_VARIANCE = 0.2
 _TINY = 1e-12
 
 
@@ -121,7 +124,11 @@ def _blur_level(level, planes, member, magnitude, aperture) -> jax.Array:
   radius = jnp.einsum("bhwl,bhw->bl", member, magnitude) / jnp.maximum(count, _TINY)
   size = aperture_lib.kernel_size(level.edges[-1] / level.factor)
   ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
-  kernel = aperture_lib.coverage_kernel(ap, radius / level.factor, size)
+  # Decimating and re-upsampling widen the blur by ~RESAMPLING_VARIANCE * (f^2 - 1) px^2 per
+  # axis; a disk of radius r has variance r^2 / 4, so shrink r to keep the second moment.
+  spread = 4.0 * RESAMPLING_VARIANCE * (level.factor ** 2 - 1)
+  reduced = jnp.sqrt(jnp.maximum(radius ** 2 - spread, 0.0)) / level.factor
+  kernel = aperture_lib.coverage_kernel(ap, reduced, size)
   return blur_lib.convolve(planes, kernel)
 
 
