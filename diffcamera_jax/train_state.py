@@ -29,17 +29,26 @@ class TrainState:
 
 
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup to `config.optim.learning_rate` over `warmup_steps`, then a cosine decay to
-  `end_lr_fraction` of it at `config.train.num_steps`."""
+  """Learning rate at optimizer step `count` (0-based): linear warmup reaching
+  `config.optim.learning_rate` after `warmup_steps` updates (the first update already uses
+  `lr / warmup_steps`), then a cosine decay to `end_lr_fraction * lr` at `config.train.num_steps`.
+  """
   o = config.optim
-  if o.learning_rate <= 0 or o.warmup_steps < 0 or config.train.num_steps <= 0:
-    raise ValueError("config.optim.learning_rate and config.train.num_steps must be positive and "
-                     f"config.optim.warmup_steps >= 0, got {o.learning_rate}, "
-                     f"{config.train.num_steps}, {o.warmup_steps}")
-  warmup = optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1))
-  decay = optax.cosine_decay_schedule(
-      o.learning_rate, max(config.train.num_steps - o.warmup_steps, 1), alpha=o.end_lr_fraction)
-  return optax.join_schedules([warmup, decay], [o.warmup_steps])
+  lr, warmup, total = float(o.learning_rate), int(o.warmup_steps), int(config.train.num_steps)
+  if lr <= 0 or warmup < 0 or total <= 0 or not 0.0 <= o.end_lr_fraction <= 1.0:
+    raise ValueError("config.optim.learning_rate and config.train.num_steps must be positive, "
+                     "config.optim.warmup_steps >= 0 and end_lr_fraction in [0, 1]; got "
+                     f"{lr}, {total}, {warmup}, {o.end_lr_fraction}")
+  end = float(o.end_lr_fraction)
+
+  def schedule(count):
+    step = jnp.asarray(count, jnp.float32)
+    warm = lr * jnp.minimum(1.0, (step + 1.0) / max(warmup, 1))
+    progress = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+    cosine = lr * (end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
+    return jnp.where(step < warmup, warm, cosine)
+
+  return schedule
 
 
 def _decay_mask(params: Any) -> Any:

@@ -103,7 +103,7 @@ class TrainStep:
                              ema_params=update_ema(state.ema_params, params, ema_decay,
                                                    state.step),
                              opt_state=opt_state)
-      metrics.update(grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+      metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
                      learning_rate=schedule(state.step))
       return new_state, metrics
 

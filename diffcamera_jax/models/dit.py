@@ -133,16 +133,18 @@ class DiT(nn.Module):
     target = embed(x_t, "target_embed")
     reference = embed(reference, "reference_embed")
     depth = self._depth_tokens(disparity, depth_keep, (h, w), b, kw)
-    stream = self.param("stream_embed", partitioned(nn.initializers.normal(0.02), (None, "embed")),
-                        (3, width), self.param_dtype).astype(target.dtype)
+    if self.depth_mode == "fold":
+      streams = [reference + depth, target]
+    else:
+      streams = [depth, reference, target]
+    stream_embed = self.param("stream_embed",
+                              partitioned(nn.initializers.normal(0.02), (None, "embed")),
+                              (len(streams), width), self.param_dtype).astype(target.dtype)
+    streams = [s + e for s, e in zip(streams, stream_embed)]
     camera_tokens = CameraEmbedder(self.size.num_camera_tokens, width, self.camera_frequencies,
                                    name="camera_embed", **kw)(camera)
 
     grid = grid_positions(*grid_hw)
-    if self.depth_mode == "fold":
-      streams = [reference + depth + stream[1], target + stream[2]]
-    else:
-      streams = [depth + stream[0], reference + stream[1], target + stream[2]]
     x = jnp.concatenate([camera_tokens.astype(target.dtype)] + streams, axis=1)
     positions = jnp.concatenate(
         [jnp.zeros((self.size.num_camera_tokens, 2), jnp.float32)] + [grid] * len(streams))
