@@ -6,7 +6,8 @@ the base model. Only `A`, `B` (and whatever new condition modules a model adds) 
 optimiser is wrapped so the frozen base gets no update and no optimiser state.
 
 The adapter leaves are named `lora_a` / `lora_b` inside their dense layer, so a LoRA-only file
-is the flat `{path: array}` subset of the params tree with those names.
+is the flat `{path: array}` subset of the params tree with those names. The tree utilities here
+accept boxed (`nn.LogicallyPartitioned`) trees and return plain nested dicts.
 """
 import dataclasses
 import json
@@ -106,7 +107,7 @@ def trainable_mask(params: Any, trainable_modules: Iterable[str] = ()) -> Any:
     names = _path_names(path)
     return names[-1] in LORA_LEAVES or any(n in modules for n in names)
 
-  return jax.tree_util.tree_map_with_path(is_trainable, params)
+  return jax.tree_util.tree_map_with_path(is_trainable, nn.meta.unbox(params))
 
 
 def masked_optimizer(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
@@ -248,7 +249,7 @@ def read_lora_config(path: str) -> LoRAConfig:
 
 
 def _flatten(tree: Any) -> dict[tuple[str, ...], Any]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  leaves = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(tree))[0]
   return {_path_names(p): v for p, v in leaves}
 
 
