@@ -118,7 +118,7 @@ def main(argv) -> None:
   del argv
   results: dict[str, Any] = {
       "command": "PYTHONPATH=. python benchmarks/data.py " + " ".join(
-          f"--{f}={getattr(flags.FLAGS, f)}" for f in
+          flags.FLAGS[f].serialize() for f in
           ("sizes", "workers", "device_sizes", "batches", "warmup", "repeats", "train_step")),
       "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                   "jax_backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
