@@ -104,18 +104,18 @@ class FluxDiffCamera(nn.Module):
 
   def _depth_tokens(self, disparity, depth_keep, latent_hw) -> jnp.ndarray:
     b = depth_keep.shape[0]
+    null = self.param("depth_null",
+                      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
+                      (self.config.hidden_size,), self.condition_param_dtype)
     if disparity is None:  # no depth at all: every example takes the null embedding
-      disparity = jnp.zeros((b, *latent_hw), jnp.float32)
-      depth_keep = jnp.zeros((b,), bool)
+      num = (latent_hw[0] // 2) * (latent_hw[1] // 2)
+      return jnp.broadcast_to(null.astype(self.dtype), (b, num, self.config.hidden_size))
     p = 2 * (disparity.shape[1] // latent_hw[0])  # image pixels per token side
     gh, gw = disparity.shape[1] // p, disparity.shape[2] // p
     patches = (2.0 * disparity - 1.0).reshape(b, gh, p, gw, p).transpose(0, 1, 3, 2, 4)
     tokens = LoRADense(self.config.hidden_size, ("channels", "embed"), dtype=self.dtype,
                        param_dtype=self.condition_param_dtype, name="depth_in")(
                            patches.reshape(b, gh * gw, p * p))
-    null = self.param("depth_null",
-                      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
-                      (self.config.hidden_size,), self.condition_param_dtype)
     return jnp.where(depth_keep[:, None, None], tokens, null.astype(tokens.dtype))
 
   @nn.compact
