@@ -127,7 +127,7 @@ def _blur_level(level, planes, member, magnitude, aperture) -> jax.Array:
   # Decimating and re-upsampling widen the blur by ~RESAMPLING_VARIANCE * (f^2 - 1) px^2 per
   # axis; a disk of radius r has variance r^2 / 4, so shrink r to keep the second moment.
   spread = 4.0 * RESAMPLING_VARIANCE * (level.factor ** 2 - 1)
-  reduced = jnp.sqrt(jnp.maximum(radius ** 2 - spread, 0.0)) / level.factor
+  reduced = jnp.sqrt(jnp.maximum(radius ** 2 - spread, 1e-12)) / level.factor  # finite grad
   kernel = aperture_lib.coverage_kernel(ap, reduced, size)
   return blur_lib.convolve(planes, kernel)
 

@@ -1,0 +1,152 @@
+"""Renderer speed and accuracy: `optics.render` against a per-offset scatter baseline.
+
+    python -m benchmarks.render [--batch 8] [--size 512] [--out benchmarks/results/render.json]
+
+Times (medians) the layered renderer on procedural scenes at several maximum CoC radii, the
+straightforward per-offset scatter in JAX at one radius (the baseline), and the accuracy of the
+renderer on constant-depth scenes against a float64 FFT convolution with the coverage kernel.
+Candidate and baseline run in the same process, so their ratio is meaningful on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline import procedural
+from diffcamera_jax import optics
+
+
+def scatter_baseline(image: jax.Array, coc: jax.Array, max_radius: int) -> jax.Array:
+  """Per-offset scatter: for every offset within ``max_radius`` every pixel sends light weighted by
+  its own disk coverage at that offset (no occlusion), then normalises. Cost O(H W r^2)."""
+  offsets = np.stack(np.meshgrid(np.arange(-max_radius, max_radius + 1),
+                                 np.arange(-max_radius, max_radius + 1)), -1).reshape(-1, 2)
+  radius = jnp.abs(coc)
+  area = jnp.pi * jnp.maximum(radius, 0.5) ** 2
+
+  def body(carry, offset):
+    light, weight = carry
+    distance = jnp.sqrt((offset[0] ** 2 + offset[1] ** 2).astype(jnp.float32))
+    w = jnp.clip(radius - distance + 0.5, 0.0, 1.0) / area
+    w = jnp.where((offset[0] == 0) & (offset[1] == 0), jnp.maximum(w, 1.0 / area), w)
+    shift = lambda x: jnp.roll(x, (offset[1], offset[0]), axis=(1, 2))
+    return (light + shift(image * w[..., None]), weight + shift(w)), None
+
+  init = (jnp.zeros_like(image), jnp.zeros_like(coc))
+  (light, weight), _ = jax.lax.scan(body, init, jnp.asarray(offsets))
+  return light / weight[..., None]
+
+
+def _time(fn, *args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _scenes(batch: int, size: int):
+  pairs = [procedural.make_scene(0, i, size, size) for i in range(batch)]
+  image = np.stack([p[0] for p in pairs])
+  disparity = np.stack([p[1] for p in pairs])
+  focus = np.median(disparity.reshape(batch, -1), axis=1).astype(np.float32)
+  spread = np.abs(disparity - focus[:, None, None]).reshape(batch, -1).max(axis=1)
+  return jnp.asarray(image), jnp.asarray(disparity), jnp.asarray(focus), spread
+
+
+def _accuracy(size: int, radii) -> dict:
+  """PSNR (dB) of a constant-depth render against a float64 convolution, away from borders."""
+  image, _ = procedural.make_scene(0, 0, size, size)
+  disparity = np.zeros((size, size), np.float32)
+  results = {}
+  for radius in radii:
+    out = np.asarray(optics.render(image, disparity, 1.0, radius, gamma=1.0))
+    expected = _fft_convolve(image.astype(np.float64), _coverage(radius))
+    margin = int(radius) + 2
+    err = (out - expected)[margin:-margin, margin:-margin]
+    results[str(radius)] = round(float(10 * np.log10(1.0 / np.mean(err ** 2))), 2)
+  return results
+
+
+def _coverage(radius: float, supersample: int = 16) -> np.ndarray:
+  half = int(np.ceil(radius + 1))
+  sub = (np.arange(supersample) + 0.5) / supersample - 0.5
+  c = (np.arange(-half, half + 1)[:, None] + sub[None, :]).reshape(-1)
+  hit = np.hypot(c[None, :], c[:, None]) <= radius
+  k = hit.reshape(2 * half + 1, supersample, 2 * half + 1, supersample).mean(axis=(1, 3))
+  return k / k.sum()
+
+
+def _fft_convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+  h, w, _ = image.shape
+  k = kernel.shape[0]
+  placed = np.zeros((h + k, w + k))
+  placed[:k, :k] = kernel
+  placed = np.roll(placed, (-(k // 2), -(k // 2)), axis=(0, 1))
+  padded = np.pad(image, ((0, k), (0, k), (0, 0)))
+  spectrum = np.fft.rfft2(padded, axes=(0, 1)) * np.fft.rfft2(placed)[..., None]
+  return np.fft.irfft2(spectrum, s=placed.shape, axes=(0, 1))[:h, :w]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--size", type=int, default=512)
+  parser.add_argument("--radii", type=int, nargs="+", default=[8, 32, 64])
+  parser.add_argument("--baseline_radius", type=int, default=32)
+  parser.add_argument("--baseline_batch", type=int, default=1,
+                      help="examples for the (slow, linear in batch) baseline; scaled per pixel")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default="benchmarks/results/render.json")
+  args = parser.parse_args()
+
+  image, disparity, focus, spread = _scenes(args.batch, args.size)
+  pixels = args.batch * args.size * args.size
+  render = jax.jit(lambda i, d, f, k: optics.render(i, d, f, k))
+  candidate = {}
+  for radius in args.radii:
+    blur = jnp.asarray(radius / np.maximum(spread, 1e-3), jnp.float32)
+    seconds = _time(render, image, disparity, focus, blur, repeats=args.repeats)
+    candidate[str(radius)] = {"seconds": round(seconds, 4), "mpix_per_s": round(pixels / seconds / 1e6, 3)}
+
+  nb = args.baseline_batch
+  blur = jnp.asarray(args.baseline_radius / np.maximum(spread[:nb], 1e-3), jnp.float32)
+  coc = optics.signed_coc(disparity[:nb], focus[:nb], blur)
+  baseline_fn = jax.jit(lambda i, c: scatter_baseline(i, c, args.baseline_radius))
+  baseline_seconds = _time(baseline_fn, image[:nb] ** 2.2, coc, repeats=1)
+  baseline_mpix = nb * args.size ** 2 / baseline_seconds / 1e6
+
+  r_lo, r_hi = str(min(args.radii)), str(max(args.radii))
+  key = str(args.baseline_radius)
+  result = {
+      "device": jax.devices()[0].device_kind, "platform": platform.platform(),
+      "cpu_count": os.cpu_count(), "batch": args.batch, "size": args.size,
+      "candidate": candidate,
+      "baseline": {"max_radius": args.baseline_radius, "batch": nb,
+                   "seconds": round(baseline_seconds, 3), "mpix_per_s": round(baseline_mpix, 4)},
+      "ratios": {
+          f"time_r{r_hi}_over_r{r_lo}": round(candidate[r_hi]["seconds"] / candidate[r_lo]["seconds"], 3),
+          f"speedup_vs_baseline_r{key}": round(candidate[key]["mpix_per_s"] / baseline_mpix, 1)
+          if key in candidate else None,
+      },
+      "accuracy_psnr_db_constant_depth_256px": _accuracy(256, [1.0, 5.0, 12.0, 24.0, 40.0]),
+      "targets": {"time_ratio_max": 1.5, "speedup_min": 20, "mpix_per_s_min": 4.0},
+  }
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  main()
