@@ -148,13 +148,23 @@ def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarra
 
 
 def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, cos: jnp.ndarray,
-              sin: jnp.ndarray) -> jnp.ndarray:
-  """Softmax attention over `[B, L, H, D]` with RoPE on q, k; returns `[B, L, H·D]`."""
+              sin: jnp.ndarray, chunk: int = 0) -> jnp.ndarray:
+  """Softmax attention over `[B, L, H, D]` with RoPE on q, k; returns `[B, L, H·D]`.
+
+  `chunk > 0` processes queries in blocks of `chunk` under `jax.checkpoint`, so the scores held
+  at once (forward and backward) are `[B, H, chunk, L]` instead of `[B, H, L, L]`.
+  """
   q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
   axes = ("batch", "length", "heads", "kv")
   q, k, v = (nn.with_logical_constraint(a, axes) for a in (q, k, v))
-  out = jax.nn.dot_product_attention(q, k, v)
-  return out.reshape(*out.shape[:2], -1)
+  b, length, h, d = q.shape
+  if not chunk or length <= chunk:
+    return jax.nn.dot_product_attention(q, k, v).reshape(b, length, h * d)
+  n = -(-length // chunk)
+  blocks = jnp.pad(q, ((0, 0), (0, n * chunk - length), (0, 0), (0, 0)))
+  blocks = blocks.reshape(b, n, chunk, h, d).swapaxes(0, 1)
+  out = jax.lax.map(jax.checkpoint(lambda qc: jax.nn.dot_product_attention(qc, k, v)), blocks)
+  return out.swapaxes(0, 1).reshape(b, n * chunk, h * d)[:, :length]
 
 
 def _layer_norm(x: jnp.ndarray) -> jnp.ndarray:
@@ -178,6 +188,7 @@ class _Base(nn.Module):
   lora: LoRAConfig | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  attention_chunk: int = 0  # query block size of `attention` (0 = all queries at once)
 
   def dense(self, features: int, axes: tuple, name: str, bias: bool = True) -> LoRADense:
     lora = self.lora if self.lora is not None and self.lora.applies_to(name) else None
@@ -260,7 +271,8 @@ class DoubleStreamBlock(_Base):
   def __call__(self, carry: tuple[jnp.ndarray, jnp.ndarray], vec: jnp.ndarray, cos: jnp.ndarray,
                sin: jnp.ndarray) -> tuple[tuple[jnp.ndarray, jnp.ndarray], None]:
     img, txt = carry
-    kw = dict(config=self.config, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(config=self.config, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype,
+              attention_chunk=self.attention_chunk)
     i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = Modulation(name="img_mod", **kw)(vec)
     t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = Modulation(name="txt_mod", **kw)(vec)
     img_attn, txt_attn = SelfAttention(name="img_attn", **kw), SelfAttention(name="txt_attn", **kw)
@@ -268,7 +280,7 @@ class DoubleStreamBlock(_Base):
     iq, ik, iv = img_attn.project(_modulate(img, i_shift1, i_scale1))
     tq, tk, tv = txt_attn.project(_modulate(txt, t_shift1, t_scale1))
     cat = lambda a, b: jnp.concatenate([a, b], axis=1)
-    out = attention(cat(tq, iq), cat(tk, ik), cat(tv, iv), cos, sin)
+    out = attention(cat(tq, iq), cat(tk, ik), cat(tv, iv), cos, sin, self.attention_chunk)
     txt_out, img_out = out[:, :txt.shape[1]], out[:, txt.shape[1]:]
 
     img = img + i_gate1[:, None] * img_attn(img_out)
@@ -286,14 +298,15 @@ class SingleStreamBlock(_Base):
   def __call__(self, x: jnp.ndarray, vec: jnp.ndarray, cos: jnp.ndarray,
                sin: jnp.ndarray) -> tuple[jnp.ndarray, None]:
     c = self.config
-    kw = dict(config=c, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(config=c, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype,
+              attention_chunk=self.attention_chunk)
     shift, scale, gate = Modulation(multiplier=3, name="modulation", **kw)(vec)
     h = self.dense(3 * c.hidden_size + c.mlp_hidden, ("embed", "mlp"), "linear1")(
         _modulate(x, shift, scale))
     qkv, mlp = h[..., :3 * c.hidden_size], h[..., 3 * c.hidden_size:]
     q, k, v = jnp.split(qkv.reshape(*x.shape[:2], 3, c.num_heads, c.head_dim), 3, axis=2)
     q, k = QKNorm(self.param_dtype, name="norm")(q[:, :, 0], k[:, :, 0])
-    attn = attention(q, k, v[:, :, 0], cos, sin)
+    attn = attention(q, k, v[:, :, 0], cos, sin, self.attention_chunk)
     out = self.dense(c.hidden_size, ("mlp", "embed"), "linear2")(
         jnp.concatenate([attn, nn.gelu(mlp, approximate=True)], axis=-1))
     return nn.with_logical_constraint(x + gate[:, None] * out, ("batch", "length", "embed")), None
@@ -351,7 +364,8 @@ class FluxTransformer(_Base):
                        f"{c.context_in_dim})")
     if c.guidance_embed and guidance is None:
       raise ValueError("FluxTransformer: `guidance` is required by a guidance-distilled config")
-    kw = dict(config=c, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(config=c, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype,
+              attention_chunk=self.attention_chunk)
 
     img = self.dense(c.hidden_size, ("channels", "embed"), "img_in")(img)
     vec = MLPEmbedder(name="time_in", **kw)(timestep_embedding(timesteps).astype(self.dtype))

@@ -38,6 +38,7 @@ CONDITION_MODULES = ("depth_in", "depth_null", "camera_in")  # trained along wit
 TEXT_PARAMS = ("text_tokens", "text_pooled")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TEXT_LEN = {"dev": 512, "schnell": 256, "tiny": 8}  # T5 tokens when no embeddings file is given
+ATTENTION_CHUNK = 1024  # query block for the full-size variants
 GUIDANCE = 1.0  # FLUX.1-dev's distilled-guidance input while fine-tuning and refocusing
 
 
@@ -83,6 +84,7 @@ class FluxDiffCamera(nn.Module):
   param_dtype: Dtype = jnp.float32  # the frozen base (bf16 on accelerators)
   condition_param_dtype: Dtype = jnp.float32  # trained condition projections
   patch_size: int = 2  # latent pixels per token side (FLUX packs 2x2); read by the train step
+  attention_chunk: int = 0  # query block size in attention (bounds score memory at 1024^2)
 
   def _check(self, x_t, t, reference, disparity, camera, depth_keep) -> None:
     b, h, w, c = x_t.shape
@@ -147,7 +149,8 @@ class FluxDiffCamera(nn.Module):
     guidance = jnp.full((b,), self.guidance, jnp.float32) if c.guidance_embed else None
 
     out = FluxTransformer(c, lora=self.lora, dtype=self.dtype, param_dtype=self.param_dtype,
-                          scan_layers=self.scan_layers, remat=self.remat, name="flux")(
+                          scan_layers=self.scan_layers, remat=self.remat,
+                          attention_chunk=self.attention_chunk, name="flux")(
                               img, img_ids, txt, jnp.zeros((self.text_len, 3), jnp.float32), t,
                               pooled, guidance, extra, extra_ids)
     return unpack_latents(out[:, :(h // 2) * (w // 2)], h, w).astype(jnp.float32)
@@ -210,7 +213,8 @@ def build_flux_model(config: ml_collections.ConfigDict,
                                     flux_config.vec_in_dim)["text_tokens"].shape[0]
   model = FluxDiffCamera(flux_config, lora=lora, text_len=text_len, guidance=GUIDANCE,
                          camera_frequencies=m.camera_frequencies, scan_layers=m.scan_layers,
-                         remat=m.remat, dtype=_DTYPES[m.dtype], param_dtype=_DTYPES[m.param_dtype])
+                         remat=m.remat, dtype=_DTYPES[m.dtype], param_dtype=_DTYPES[m.param_dtype],
+                         attention_chunk=ATTENTION_CHUNK if f.variant != "tiny" else 0)
 
   vae = AutoencoderKL(VAE_PRESETS["tiny" if f.variant == "tiny" else "flux"])
   rng = jax.random.key(config.seed) if rng is None else rng

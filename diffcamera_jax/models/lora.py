@@ -52,8 +52,9 @@ class LoRAConfig:
 class LoRADense(nn.Module):
   """`nn.Dense` with logical axis names and an optional low-rank adapter.
 
-  `kernel_axes` are the logical names of the kernel `[in, out]`; the adapter's `A` shares the
-  input axis and `B` the output axis, so both shard like the kernel they adapt.
+  `kernel_axes` are the logical names of the kernel `[in, out]`. `A` `[in, rank]` and `B`
+  `[rank, out]` carry the same two names (the rank axis takes the one its matrix lacks), so with
+  FSDP every adapter is sharded too instead of replicated on each chip.
   """
   features: int
   kernel_axes: tuple[str | None, str | None] = (None, None)
@@ -78,10 +79,10 @@ class LoRADense(nn.Module):
     if self.lora is not None and self.lora.rank > 0:
       # kaiming-uniform A (bound 1/sqrt(fan_in)), zero B: the adapter starts as an exact no-op.
       a_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-      a = self.param("lora_a", nn.with_logical_partitioning(a_init, (in_axis, None)),
+      a = self.param("lora_a", nn.with_logical_partitioning(a_init, (in_axis, out_axis)),
                      (x.shape[-1], self.lora.rank), self.lora.param_dtype)
       b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                            (None, out_axis)),
+                                                            (in_axis, out_axis)),
                      (self.lora.rank, self.features), self.lora.param_dtype)
       delta = jnp.dot(jnp.dot(x, a.astype(self.dtype)), b.astype(self.dtype))
       y = y + (self.lora.scale * delta).astype(y.dtype)

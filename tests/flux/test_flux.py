@@ -115,3 +115,16 @@ def test_lora_target_groups_resolve_to_layers():
   assert flux.lora_targets(["attn"]) == ("qkv", "proj", "linear1", "linear2")
   assert set(flux.lora_targets(["attn", "mlp", "img_in"])) == {
       "qkv", "proj", "linear1", "linear2", "fc1", "fc2", "img_in"}
+
+
+def test_chunked_attention_matches_full_attention_and_its_gradient():
+  k = jax.random.split(jax.random.key(4), 3)
+  q, kk, v = (jax.random.normal(r, (2, 11, 2, 16)) for r in k)
+  cos, sin = flux.rope(jnp.stack([jnp.zeros(11), jnp.arange(11.0), jnp.ones(11)], -1),
+                       (4, 6, 6), 10_000.0)
+  full = lambda q: flux.attention(q, kk, v, cos, sin)
+  chunked = lambda q: flux.attention(q, kk, v, cos, sin, chunk=4)
+  np.testing.assert_allclose(np.asarray(chunked(q)), np.asarray(full(q)), atol=1e-5)
+  g_full = jax.grad(lambda q: jnp.sum(jnp.sin(full(q))))(q)
+  g_chunk = jax.grad(lambda q: jnp.sum(jnp.sin(chunked(q))))(q)
+  np.testing.assert_allclose(np.asarray(g_chunk), np.asarray(g_full), atol=1e-5)
