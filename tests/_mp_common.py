@@ -47,3 +47,42 @@ def random_batch(seed: int, batch_size: int, image_size=(16, 16)) -> dict:
       "target_focus_disparity": rs.uniform(0, 1, (batch_size,)).astype(np.float32),
       "target_focus_disparity_2": rs.uniform(0, 1, (batch_size,)).astype(np.float32),
   }
+
+
+def run_steps(mesh_shape, host_batch: dict, num_steps: int = 2, devices=None,
+              batch_size: int = 8):
+  """Creates the tiny model's state on a `mesh_shape` mesh and runs `num_steps` train steps.
+
+  `host_batch` is this process's slice of the global batch of `batch_size` examples. Blocks on
+  every step (multi-process CPU collectives must not run ahead). Returns (metrics per step as
+  floats, final params as numpy, params' partition specs by path).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from diffcamera_jax.models import build_model  # pylint: disable=import-outside-toplevel
+  from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch  # pylint: disable=import-outside-toplevel
+  from diffcamera_jax.train_state import create_train_state  # pylint: disable=import-outside-toplevel
+  from diffcamera_jax.train_step import make_train_step  # pylint: disable=import-outside-toplevel
+
+  config = tiny_config(batch_size=batch_size)
+  config.mesh.shape = tuple(mesh_shape)
+  config.objective.p_depth_drop = 0.5
+  model, codec = build_model(config)
+  mesh = make_mesh(config, devices)
+  state, state_sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
+  step = make_train_step(config, model, codec, mesh, state_sharding)
+  batch = shard_batch(host_batch, mesh, logical_rules(config))
+  history = []
+  for i in range(num_steps):
+    state, metrics = step(state, batch, jax.random.key(1 + i))
+    jax.block_until_ready(metrics)
+    history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+  params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), state.params)
+  specs = {jax.tree_util.keystr(p): str(x.sharding.spec)
+           for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
+  return history, params, specs
+
+
+def relative_error(a, b) -> float:
+  """`|a - b| / |b|` in the 2-norm over all elements (float64)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

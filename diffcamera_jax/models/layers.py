@@ -97,7 +97,8 @@ class TimestepEmbedder(nn.Module):
   def __call__(self, t: jnp.ndarray) -> jnp.ndarray:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
               kernel_init=nn.initializers.normal(0.02))
-    h = dense(self.width, ("channels", "mlp"), ("mlp",), name="fc1", **kw)(
+    # Both kernels carry `embed` so FSDP shards them (the 256-wide input has no mesh axis).
+    h = dense(self.width, ("channels", "embed"), ("embed",), name="fc1", **kw)(
         timestep_embedding(t, self.frequency_dim))
     return dense(self.width, ("mlp", "embed"), ("embed",), name="fc2", **kw)(nn.silu(h))
 
