@@ -21,6 +21,8 @@ RUNTIME = [
     "safetensors>=0.4",
     "dm-pix>=0.4.3",
     "tqdm>=4.66",
+    # tensorflow-datasets needs it to construct builders (not always pulled in by its own metadata).
+    "importlib_resources>=6.0",
 ]
 
 TEST = [

@@ -5,3 +5,13 @@ and the training, inference and evaluation programs.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Refocuser"]
+
+
+def __getattr__(name: str):
+  """Lazy exports: `import diffcamera_jax` stays light; `diffcamera_jax.Refocuser` loads on use."""
+  if name == "Refocuser":
+    from diffcamera_jax.refocuser import Refocuser
+    return Refocuser
+  raise AttributeError(f"module 'diffcamera_jax' has no attribute {name!r}")
