@@ -2,7 +2,7 @@
 
 A layer with CoC radius ``r`` is blurred at a resolution reduced by ``f = 2**level`` such that the
 reduced radius ``r / f`` lies in ``(FINE_RADIUS / 2, FINE_RADIUS]``: the cost of a layer's blur then
-does not grow with ``r``, while the kernel keeps enough samples (> 3 px radius) for the
+does not grow with ``r``, while the kernel keeps enough samples (> 4 px radius) for the
 resampling error to stay small (see docs/optics.md). Level 0 (full resolution) holds the in-focus
 layer (``|s| < IN_FOCUS``, rendered unblurred: its coverage kernel is a single pixel) and the bins
 up to ``FINE_RADIUS``.
