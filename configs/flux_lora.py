@@ -4,7 +4,7 @@ Variants (`--config=configs/flux_lora.py:VARIANT`):
   ""      TPU v4 pod, 512^2, FLUX.1-dev in bf16, FSDP over every chip, scanned + rematted blocks;
   "1024"  the same at 1024^2 (4x the tokens per image; half the global batch);
   "tiny"  a random tiny FLUX and VAE on procedural scenes: CPU tests and smoke runs.
-Weights are local or bucket paths: the transformer as the original single file
+Weights are local paths (memory-mapped; copy them from a bucket to each host first): the transformer as the original single file
 (`flux1-dev.safetensors`) or diffusers' `transformer/` directory (sharded, with its index), the
 VAE as diffusers' `vae/` directory; text embeddings are one precomputed prompt
 (`.safetensors`/`.npz` with `txt` [Lt, 4096] and `y` [768]; zeros when empty). The "tiny"
@@ -27,9 +27,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.scan_layers = True
 
   config.flux.variant = "dev"
-  config.flux.transformer_weights = "gs://YOUR_BUCKET/flux1-dev/flux1-dev.safetensors"
-  config.flux.vae_weights = "gs://YOUR_BUCKET/flux1-dev/vae"
-  config.flux.text_embeddings = ""  # e.g. gs://YOUR_BUCKET/prompts/refocus.safetensors
+  config.flux.transformer_weights = "/data/flux1-dev/flux1-dev.safetensors"  # local, memory-mapped
+  config.flux.vae_weights = "/data/flux1-dev/vae"
+  config.flux.text_embeddings = ""  # e.g. /data/prompts/refocus.safetensors
   config.flux.lora_rank = 64
   config.flux.lora_alpha = 64.0
   config.flux.lora_targets = ("attn", "mlp")  # groups of FLUX dense layers (models/flux.py)
