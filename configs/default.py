@@ -50,6 +50,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.depth_mode = "fold"
   config.model.camera_frequencies = 8  # Fourier features of the camera condition
   config.model.rope_theta = 10_000.0
+  config.model.mlp_activation = "relu2"  # "relu2" | "gelu" | "silu" (docs/model.md)
   config.model.dropout = 0.0
   # AutoencoderKL-style VAE for latent_mode="vae" (random init unless vae_params is set).
   config.model.vae = ml_collections.ConfigDict()

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from diffcamera_jax.models.camera import CameraEmbedder
-from diffcamera_jax.models.layers import DiTBlock, FinalLayer, TimestepEmbedder, constrain, dense
-from diffcamera_jax.models.layers import partitioned
+from diffcamera_jax.models.layers import (MLP_ACTIVATIONS, DiTBlock, FinalLayer, TimestepEmbedder,
+                                          constrain, dense, partitioned)
 from diffcamera_jax.models.rope import grid_positions, rope_tables
 from diffcamera_jax.models.sizes import ModelSize
 
@@ -54,6 +54,7 @@ class DiT(nn.Module):
   depth_mode: str = "fold"
   camera_frequencies: int = 8
   rope_theta: float = 10_000.0
+  mlp_activation: str = "relu2"
   dropout_rate: float = 0.0
   remat: str = "none"
   scan_layers: bool = False
@@ -63,6 +64,9 @@ class DiT(nn.Module):
   def _check(self, x_t, t, reference, disparity, camera, depth_keep):
     if self.depth_mode not in DEPTH_MODES:
       raise ValueError(f"DiT: depth_mode must be one of {DEPTH_MODES}, got {self.depth_mode!r}")
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      raise ValueError(f"DiT: mlp_activation must be one of {sorted(MLP_ACTIVATIONS)}, "
+                       f"got {self.mlp_activation!r}")
     if self.remat != "none" and self.remat not in REMAT_POLICIES:
       raise ValueError(f"DiT: remat must be 'none' or one of {sorted(REMAT_POLICIES)}, "
                        f"got {self.remat!r}")
@@ -104,7 +108,8 @@ class DiT(nn.Module):
     if self.remat != "none":
       block = nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat],
                        prevent_cse=not self.scan_layers)
-    kw = dict(size=self.size, dropout_rate=self.dropout_rate, deterministic=not train,
+    kw = dict(size=self.size, mlp_activation=self.mlp_activation,
+              dropout_rate=self.dropout_rate, deterministic=not train,
               dtype=self.dtype, param_dtype=self.param_dtype)
     if self.scan_layers:
       scanned = nn.scan(block, variable_axes={"params": 0},

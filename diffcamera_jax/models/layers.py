@@ -103,6 +103,24 @@ class TimestepEmbedder(nn.Module):
     return dense(self.width, ("mlp", "embed"), ("embed",), name="fc2", **kw)(nn.silu(h))
 
 
+MLP_ACTIVATIONS = {
+    # Squared ReLU (So et al., 2021, "Primer"): as good as GELU for transformers and, on CPU, about
+    # 3x cheaper in a fwd+bwd MLP at our sizes (XLA's tanh/erf dominate there).
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+}
+
+
+def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+  """Softmax attention on `[B, L, heads, head_dim]`; the scale is folded into q, and the
+  scores and softmax are computed in float32 whatever the compute dtype."""
+  scores = jnp.einsum("blhd,bmhd->bhlm", q * (q.shape[-1] ** -0.5), k,
+                      preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhlm,bmhd->blhd", weights, v)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with fused QKV, QK RMS-norm and 2-D RoPE."""
   num_heads: int
@@ -122,14 +140,15 @@ class Attention(nn.Module):
     k = apply_rope(nn.RMSNorm(name="k_norm", **norm_kw)(k), cos, sin)
     axes = ("batch", "length", "heads", "kv")
     q, k, v = constrain(q, axes), constrain(k, axes), constrain(v, axes)
-    out = jax.nn.dot_product_attention(q, k, v)
+    out = dot_product_attention(q, k, v)
     return dense(x.shape[-1], ("heads", "kv", "embed"), ("embed",), in_dims=2, name="out",
                  **kw)(out)
 
 
 class Mlp(nn.Module):
-  """Two-layer GELU MLP."""
+  """Two-layer MLP with the activation `MLP_ACTIVATIONS[activation]`."""
   hidden: int
+  activation: str = "relu2"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -137,7 +156,7 @@ class Mlp(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = dense(self.hidden, ("embed", "mlp"), ("mlp",), name="fc1", **kw)(x)
-    h = constrain(nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
+    h = constrain(MLP_ACTIVATIONS[self.activation](h), ("batch", "length", "mlp"))
     return dense(x.shape[-1], ("mlp", "embed"), ("embed",), name="fc2", **kw)(h)
 
 
@@ -148,6 +167,7 @@ class DiTBlock(nn.Module):
   `(x, None)`, the carry/output pair of `nn.scan`, so the same block runs scanned or looped.
   """
   size: ModelSize
+  mlp_activation: str = "relu2"
   dropout_rate: float = 0.0
   deterministic: bool = True
   dtype: Dtype = jnp.float32
@@ -169,7 +189,7 @@ class DiTBlock(nn.Module):
     x = constrain(x + gate1[:, None, :] * h, ("batch", "length", "embed"))
 
     h = modulate(norm("norm2")(x), shift2, scale2)
-    h = Mlp(width * self.size.mlp_ratio, name="mlp", **kw)(h)
+    h = Mlp(width * self.size.mlp_ratio, self.mlp_activation, name="mlp", **kw)(h)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
     return constrain(x + gate2[:, None, :] * h, ("batch", "length", "embed")), None
 
