@@ -22,14 +22,15 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import default as default_config  # pylint: disable=wrong-import-position
-from diffcamera_jax.models import build_model  # pylint: disable=wrong-import-position
-from diffcamera_jax.models.latents import LatentCodec  # pylint: disable=wrong-import-position
-from diffcamera_jax.models.sizes import (dit_forward_flops, dit_train_flops,  # pylint: disable=wrong-import-position
-                                         get_size)
-from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch  # pylint: disable=wrong-import-position
-from diffcamera_jax.train_state import create_train_state  # pylint: disable=wrong-import-position
-from diffcamera_jax.train_step import make_train_step  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from configs import default as default_config
+from diffcamera_jax.models import build_model
+from diffcamera_jax.models.latents import LatentCodec
+from diffcamera_jax.models.sizes import dit_forward_flops, dit_train_flops, get_size
+from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
+from diffcamera_jax.train_state import create_train_state
+from diffcamera_jax.train_step import make_train_step
+# pylint: enable=wrong-import-position
 
 TPU_V4_BF16_FLOPS = 275e12
 
@@ -66,7 +67,8 @@ def analytic_step_flops(config, codec: LatentCodec) -> dict:
   grid = (h // p) * (w // p)
   depth_patch = (p * codec.downsample) ** 2
   forward = dit_forward_flops(get_size(config.model.size), grid, p * p * c, depth_patch,
-                              config.model.depth_mode, camera_frequencies=config.model.camera_frequencies)
+                              config.model.depth_mode,
+                              camera_frequencies=config.model.camera_frequencies)
   return {"per_sequence_forward": forward["embed"] + forward["body"],
           "per_step": dit_train_flops(forward, 2 * config.data.batch_size),
           "tokens_per_sequence": get_size(config.model.size).num_camera_tokens
@@ -74,7 +76,7 @@ def analytic_step_flops(config, codec: LatentCodec) -> dict:
 
 
 def vae_encode_flops(config, codec: LatentCodec) -> float:
-  """XLA's count for the frozen VAE encoding inside one step (4 images per example); 0 for pixels."""
+  """XLA's count for the frozen VAE encoding in one step (4 images per example); 0 for pixels."""
   if codec.mode == "pixels":
     return 0.0
   images = jax.ShapeDtypeStruct((4 * config.data.batch_size, *config.data.image_size, 3),

@@ -57,11 +57,12 @@ def run_steps(mesh_shape, host_batch: dict, num_steps: int = 2, devices=None,
   every step (multi-process CPU collectives must not run ahead). Returns (metrics per step as
   floats, final params as numpy, params' partition specs by path).
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from diffcamera_jax.models import build_model  # pylint: disable=import-outside-toplevel
-  from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch  # pylint: disable=import-outside-toplevel
-  from diffcamera_jax.train_state import create_train_state  # pylint: disable=import-outside-toplevel
-  from diffcamera_jax.train_step import make_train_step  # pylint: disable=import-outside-toplevel
+  # Imported here: the subprocess scripts set XLA_FLAGS before JAX starts.
+  import jax
+  from diffcamera_jax.models import build_model
+  from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
+  from diffcamera_jax.train_state import create_train_state
+  from diffcamera_jax.train_step import make_train_step
 
   config = tiny_config(batch_size=batch_size)
   config.mesh.shape = tuple(mesh_shape)

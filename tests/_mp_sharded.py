@@ -1,4 +1,4 @@
-"""Runs one train step on 8 fake CPU devices; prints a JSON report (used by test_train_step_sharded).
+"""Train steps on 8 fake CPU devices; prints a JSON report for test_train_step_sharded.
 
 - `equality`: the same step on a (2, 2, 2) mesh and on one device: relative differences.
 - `fsdp`: per-device bytes of params + optimizer state on a (1, 8, 1) mesh vs the total.
@@ -10,14 +10,16 @@ import sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8")
 
-import jax  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import jax
 
-from _mp_common import random_batch, relative_error, run_steps, tiny_config  # pylint: disable=wrong-import-position
-from diffcamera_jax.models import build_model  # pylint: disable=wrong-import-position
-from diffcamera_jax.models.dit import DiT  # pylint: disable=wrong-import-position
-from diffcamera_jax.models.sizes import ModelSize  # pylint: disable=wrong-import-position
-from diffcamera_jax.sharding import bytes_per_device, make_mesh  # pylint: disable=wrong-import-position
-from diffcamera_jax.train_state import create_train_state  # pylint: disable=wrong-import-position
+from _mp_common import random_batch, relative_error, run_steps, tiny_config
+from diffcamera_jax.models import build_model
+from diffcamera_jax.models.dit import DiT
+from diffcamera_jax.models.sizes import ModelSize
+from diffcamera_jax.sharding import bytes_per_device, make_mesh
+from diffcamera_jax.train_state import create_train_state
+# pylint: enable=wrong-import-position
 
 BATCH = 8
 

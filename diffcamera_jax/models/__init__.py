@@ -39,7 +39,8 @@ def build_model(config: ml_collections.ConfigDict,
 
 
 def example_inputs(codec: LatentCodec, image_hw: tuple[int, int], batch_size: int = 1) -> tuple:
-  """Zero inputs of the right shapes for `DiT.init`: (x_t, t, reference, disparity, camera, keep)."""
+  """Zero inputs of the right shapes for `DiT.init`:
+  (x_t, t, reference, disparity, camera, depth_keep)."""
   latent = jnp.zeros((batch_size, *codec.latent_shape(tuple(image_hw))), jnp.float32)
   return (latent, jnp.zeros((batch_size,), jnp.float32), latent,
           jnp.zeros((batch_size, *image_hw), jnp.float32),

@@ -43,7 +43,8 @@ def camera_features(focus: jnp.ndarray, blur: jnp.ndarray, image_hw: Sequence[in
 
 
 def fourier_features(x: jnp.ndarray, num_frequencies: int) -> jnp.ndarray:
-  """`[B, F] -> [B, F * (2 * num_frequencies + 1)]`: x and sin/cos(2 pi 2^k x), k < num_frequencies."""
+  """`[B, F] -> [B, F * (2 * num_frequencies + 1)]`: x and sin/cos(2 pi 2^k x) for
+  k < num_frequencies."""
   freqs = 2.0 * jnp.pi * 2.0 ** jnp.arange(num_frequencies, dtype=jnp.float32)
   angles = (x[..., None] * freqs).reshape(*x.shape[:-1], -1)
   return jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1)

@@ -1,11 +1,11 @@
 """The in-context diffusion transformer (DiT) that predicts the refocusing velocity.
 
 One token sequence per example: `[camera | depth | reference | noisy target]` (or, with
-`depth_mode="fold"`, the depth projection added to the reference tokens: `[camera | reference+depth |
-noisy target]`, a third shorter). The reference, depth and target grids are spatially aligned and
-share their 2-D RoPE positions; camera tokens sit at position (0, 0). A learned per-stream embedding
-tells the aligned grids apart. The timestep drives adaLN-zero; the output is read from the target
-tokens only.
+`depth_mode="fold"`, the depth projection added to the reference tokens:
+`[camera | reference+depth | noisy target]`, a third shorter). The reference, depth and target
+grids are spatially aligned and share their 2-D RoPE positions; camera tokens sit at position
+(0, 0). A learned per-stream embedding tells the aligned grids apart. The timestep drives
+adaLN-zero; the output is read from the target tokens only.
 """
 from typing import Any
 

@@ -54,7 +54,8 @@ def dit_forward_flops(size: ModelSize, grid_tokens: int, patch_dim: int, depth_p
   streams = 2 if depth_mode == "fold" else 3
   length = size.num_camera_tokens + streams * n
   fourier = camera_features * (2 * camera_frequencies + 1)
-  embed = 2.0 * n * w * (2 * patch_dim + depth_patch_dim) + 2.0 * fourier * size.num_camera_tokens * w
+  embed = (2.0 * n * w * (2 * patch_dim + depth_patch_dim)
+           + 2.0 * fourier * size.num_camera_tokens * w)
   per_block = (2.0 * length * w * (3 * w + w + 2 * size.mlp_ratio * w)  # qkv, out, mlp
                + 4.0 * length * length * w  # q.k^T and attention-weighted values
                + 2.0 * w * 6 * w)  # adaLN modulation
