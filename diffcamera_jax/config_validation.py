@@ -131,3 +131,13 @@ def _check_paths(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.data.tfds_data_dir={data.tfds_data_dir!r} does not exist")
   if model.vae_params and not _path_exists(model.vae_params):
     raise ConfigError(f"config.model.vae_params={model.vae_params!r} does not exist")
+  if model.name == "flux":
+    for field in ("transformer_weights", "vae_weights"):
+      path = config.flux[field]
+      if not path:
+        raise ConfigError(f"config.flux.{field} must name the local FLUX weights (model.name='flux')")
+      if not os.path.exists(path):
+        raise ConfigError(f"config.flux.{field}={path!r} does not exist (weights are read from "
+                          "local disk: copy them from the bucket to each host first)")
+    if config.flux.text_embeddings and not os.path.exists(config.flux.text_embeddings):
+      raise ConfigError(f"config.flux.text_embeddings={config.flux.text_embeddings!r} does not exist")

@@ -13,6 +13,10 @@ def test_default_configs_are_valid():
   validate_config(default.get_config("tiny"), num_devices=1)
   validate_config(gpu.get_config(), num_devices=1)
   validate_config(tpu_v4.get_config("procedural"), num_devices=16)
+  from configs import flux_lora
+  for variant in ("", "1024"):
+    validate_config(flux_lora.get_config(variant), num_devices=32, check_paths=False)
+  validate_config(flux_lora.get_config("tiny"), num_devices=1, check_paths=False)
 
 
 def test_unknown_field_is_named():
@@ -69,6 +73,18 @@ def test_missing_paths_are_named(tmp_path: pathlib.Path):
     validate_config(config)
   config.model.vae_params = ""
   validate_config(config)
+
+
+def test_flux_weights_must_exist(tmp_path: pathlib.Path):
+  from configs import flux_lora
+  config = flux_lora.get_config()
+  config.data.tfds_data_dir = str(tmp_path)
+  with pytest.raises(ConfigError, match=r"config\.flux\.transformer_weights"):
+    validate_config(config)
+  config.flux.transformer_weights = str(tmp_path)
+  config.flux.vae_weights = ""
+  with pytest.raises(ConfigError, match=r"config\.flux\.vae_weights must name"):
+    validate_config(config)
 
 
 def test_unknown_variant_is_an_error():
