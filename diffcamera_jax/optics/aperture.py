@@ -50,6 +50,18 @@ def kernel_size(max_radius: float) -> int:
   return 2 * int(math.ceil(max_radius + 0.5)) + 1
 
 
+def support_size(max_radius: float, supersample: int = 4) -> int:
+  """Odd side length of the smallest grid outside which `coverage_kernel` is exactly zero.
+
+  A sub-pixel has weight only where the signed distance exceeds ``-0.5 / supersample``. For an
+  n-gon (n >= 3) outside the circle, the distance is at most ``(r - rho) cos(pi / n) <= (r - rho) / 2``,
+  so only sub-pixels with ``rho < r + 1 / supersample`` count; the nearest sub-pixel centre of the
+  pixel column ``h`` is at ``h - 0.5 + 0.5 / supersample``. Valid for radii below ``max_radius``.
+  """
+  half = int(math.ceil(max_radius + 0.5 + 0.5 / supersample)) - 1
+  return 2 * max(half, 0) + 1
+
+
 def coverage_kernel(
     aperture: Aperture, radius: jax.Array, size: int, *, supersample: int = 4
 ) -> jax.Array:

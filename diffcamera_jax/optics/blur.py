@@ -1,4 +1,10 @@
-"""Spatially invariant blurs of image planes with per-example kernels (no wrap-around)."""
+"""Spatially invariant blurs of image planes with per-example kernels (no wrap-around).
+
+Planes are channel-first, ``[B, L, C, H, W]`` (L layers of C channels), so that the FFTs and the
+shifted taps run over the two minor axes without transposes. Small kernels are applied directly
+(a sum of shifted planes), larger ones by real FFTs on an FFT-friendly padded grid; both read the
+planes through half-sample symmetric padding.
+"""
 from __future__ import annotations
 
 import jax
@@ -21,24 +27,53 @@ def fast_length(n: int) -> int:
   return best
 
 
-def convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Convolves ``planes`` ``[B, H, W, L, C]`` with per-layer kernels ``[B, L, k, k]`` (odd ``k``).
-
-  The planes are padded by ``k // 2`` with half-sample symmetric reflection (so no light wraps in
-  from the opposite edge), zero-padded to FFT-friendly lengths, and convolved via real FFTs.
-  Returns the input's shape.
-  """
-  batch, height, width, num_layers, _ = planes.shape
+def _check(planes: jax.Array, kernel: jax.Array) -> int:
+  batch, num_layers = planes.shape[:2]
   size = kernel.shape[-1]
   if size % 2 != 1 or kernel.shape != (batch, num_layers, size, size):
     raise ValueError(f"kernel must be [B, L, k, k] with odd k, got {kernel.shape}")
-  pad = size // 2
-  padded = jnp.pad(planes, ((0, 0), (pad, pad), (pad, pad), (0, 0), (0, 0)), mode="symmetric")
+  return size // 2
+
+
+def _pad(planes: jax.Array, pad: int) -> jax.Array:
+  return jnp.pad(planes, ((0, 0),) * (planes.ndim - 2) + ((pad, pad), (pad, pad)), mode="symmetric")
+
+
+def fft_convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Convolves ``planes`` ``[B, L, C, H, W]`` with per-layer kernels ``[B, L, k, k]`` (odd ``k``).
+
+  The planes are padded by ``k // 2`` with half-sample symmetric reflection (so no light wraps in
+  from the opposite edge), zero-padded to FFT-friendly lengths, and convolved via real FFTs over
+  the two minor axes. Returns the input's shape.
+  """
+  pad = _check(planes, kernel)
+  height, width = planes.shape[-2:]
+  size = kernel.shape[-1]
   shape = (fast_length(height + 2 * pad), fast_length(width + 2 * pad))
-  placed = jnp.zeros((batch, num_layers) + shape, kernel.dtype).at[..., :size, :size].set(kernel)
+  placed = jnp.pad(kernel, ((0, 0), (0, 0), (0, shape[0] - size), (0, shape[1] - size)))
   placed = jnp.roll(placed, (-pad, -pad), axis=(2, 3))
-  kernel_spectrum = jnp.fft.rfft2(placed, axes=(2, 3))  # [B, L, h, w']
-  spectrum = jnp.fft.rfft2(padded, s=shape, axes=(1, 2))  # [B, h, w', L, C]
-  spectrum = spectrum * jnp.moveaxis(kernel_spectrum, 1, -1)[..., None]
-  out = jnp.fft.irfft2(spectrum, s=shape, axes=(1, 2))
-  return out[:, pad:pad + height, pad:pad + width]
+  kernel_spectrum = jnp.fft.rfft2(placed)[:, :, None]  # [B, L, 1, h, w']
+  spectrum = jnp.fft.rfft2(_pad(planes, pad), s=shape) * kernel_spectrum
+  out = jnp.fft.irfft2(spectrum, s=shape)
+  return out[..., pad:pad + height, pad:pad + width]
+
+
+def direct_convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`fft_convolve` as a sum of ``k^2`` shifted, weighted planes: cheaper for small ``k``."""
+  pad = _check(planes, kernel)
+  height, width = planes.shape[-2:]
+  padded = _pad(planes, pad)
+  out = None
+  for i in range(2 * pad + 1):
+    for j in range(2 * pad + 1):
+      # the source at p lands on p + (i - pad, j - pad)
+      tap = padded[..., 2 * pad - i:2 * pad - i + height, 2 * pad - j:2 * pad - j + width]
+      term = kernel[:, :, i, j, None, None, None] * tap
+      out = term if out is None else out + term
+  return out
+
+
+def convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Channel-last `fft_convolve`: ``planes`` ``[B, H, W, L, C]``, kernels ``[B, L, k, k]``."""
+  out = fft_convolve(jnp.transpose(planes, (0, 3, 4, 1, 2)), kernel)
+  return jnp.transpose(out, (0, 3, 4, 1, 2))

@@ -15,7 +15,9 @@ import math
 
 IN_FOCUS = 0.5  # |s| below this: the aperture covers only the source pixel
 FINE_RADIUS = 8.0  # the largest radius blurred at full resolution
-LEVEL0_EDGES = (IN_FOCUS, 1.25, 2.5, 4.5, FINE_RADIUS)  # |s| bins at full resolution
+# |s| bins at full resolution; below 1.375 and 2.375 every aperture's coverage kernel fits in 3x3
+# and 5x5 pixels (`aperture.support_size`), so those bins are blurred by direct sums of taps.
+LEVEL0_EDGES = (IN_FOCUS, 1.375, 2.375, 4.5, FINE_RADIUS)
 BINS_PER_OCTAVE = 2  # |s| bins per coarser level
 
 

@@ -11,6 +11,8 @@ in-focus layer. See ``docs/optics.md`` for the formulation and what is approxima
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -27,6 +29,10 @@ DEFAULT_MAX_RADIUS = 64.0
 # Per-axis variance (in units of (f^2 - 1) full-resolution px^2) that the [1,3,3,1] decimation and
 # cubic upsampling add to a layer blurred at 1/f resolution; measured, see docs/optics.md.
 RESAMPLING_VARIANCE = 0.2
+# Kernels up to this side length are applied as sums of shifted planes, larger ones by FFT.
+MAX_DIRECT_SIZE = 5
+# Coverage below which an FFT-blurred layer is treated as empty (its values are round-off).
+ALPHA_FLOOR = 1e-6
 _TINY = 1e-12
 
 
@@ -60,76 +66,256 @@ def composite_layers(
   """
   levels = layers_lib.plan(max_radius)
   _, height, width, _ = rgb.shape
-  pad_h = layers_lib.padded_size(height, levels) - height
-  pad_w = layers_lib.padded_size(width, levels) - width
-  pad = lambda x: jnp.pad(
-      x, ((0, 0), (0, pad_h), (0, pad_w)) + ((0, 0),) * (x.ndim - 3), mode="symmetric")
-  rgb = pad(rgb)
+  grid = _Grid.make(levels, height, width)
+  # Channel-first from here on: [B, 4, H, W], so blurs and resampling run over the minor axes.
+  rgb = jnp.moveaxis(rgb, -1, 1)
+  rgba = grid.pad(jnp.concatenate([rgb, jnp.ones_like(rgb[:, :1])], axis=1))
   total = None
   for weight, coc in groups:
-    coc = jnp.clip(pad(coc), -max_radius, max_radius)
-    group = _render_group(rgb, pad(weight), coc, aperture, levels)
+    coc = jnp.clip(grid.pad(coc), -max_radius, max_radius)
+    group = _render_group(rgba, grid.pad(weight), coc, aperture, levels, grid)
     total = group if total is None else _over(group, total)
-  total = total[:, :height, :width]
-  return total[..., :3] / jnp.maximum(total[..., 3:], 1e-6)
+  total = total[..., :height, :width]
+  out = total[:, :3] / jnp.maximum(total[:, 3:], 1e-6)
+  return jnp.moveaxis(out, 1, -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+  """The full-resolution working grid: the image padded (half-sample symmetric) by ``margin`` on
+  the top and left, and on the bottom and right to ``shape``. ``inner`` ``(h, w)`` is the image
+  rounded up to a multiple of the coarsest level's factor (the grid of the coarse levels); the
+  margin lets full-resolution kernels read across the borders without wrap-around, and ``shape``
+  is FFT-friendly when a full-resolution bin is blurred by FFT (circular convolution on the grid
+  then never wraps into the cropped ``inner`` region)."""
+
+  margin: int
+  inner: tuple[int, int]
+  shape: tuple[int, int]
+
+  @classmethod
+  def make(cls, levels, height: int, width: int) -> "_Grid":
+    inner = (layers_lib.padded_size(height, levels), layers_lib.padded_size(width, levels))
+    if not levels:
+      return cls(0, inner, inner)
+    sizes = [_kernel_size(levels[0], b) for b in range(levels[0].num_bins)]
+    margin = max(sizes) // 2
+    shape = tuple(n + 2 * margin for n in inner)
+    if max(sizes) > MAX_DIRECT_SIZE:
+      shape = tuple(blur_lib.fast_length(n) for n in shape)
+    return cls(margin, inner, shape)
+
+  def pad(self, x: jax.Array) -> jax.Array:
+    """Pads ``x`` ``[..., H, W]`` (the image's size) onto the grid."""
+    after = [s - self.margin - n for s, n in zip(self.shape, x.shape[-2:])]
+    widths = ((self.margin, after[0]), (self.margin, after[1]))
+    return jnp.pad(x, ((0, 0),) * (x.ndim - 2) + widths, mode="symmetric")
+
+  def crop(self, x: jax.Array) -> jax.Array:
+    """The ``inner`` region of ``x`` ``[..., *shape]``."""
+    m, (h, w) = self.margin, self.inner
+    return x[..., m:m + h, m:m + w]
+
+
+def _kernel_size(level, b: int) -> int:
+  """Side length of the kernels of bin ``b`` of ``level`` (on the level's grid)."""
+  return aperture_lib.support_size(level.edges[b + 1] / level.factor)
 
 
 def _over(top: jax.Array, bottom: jax.Array) -> jax.Array:
-  """Premultiplied RGBA ``top`` over ``bottom`` (last axis = 4)."""
-  return top + (1.0 - jnp.clip(top[..., 3:], 0.0, 1.0)) * bottom
+  """Premultiplied RGBA ``top`` over ``bottom`` (channel axis -3, alpha last)."""
+  return top + (1.0 - jnp.clip(top[..., 3:, :, :], 0.0, 1.0)) * bottom
 
 
-def _render_group(rgb, weight, coc, aperture, levels) -> jax.Array:
-  """Premultiplied RGBA ``[B, H, W, 4]`` of one depth-ordered group of layers."""
+def _mask(level, b: int, back: bool, weight, magnitude, behind) -> jax.Array:
+  """Weight of the pixels in bin ``b`` of ``level`` on the ``back`` (s < 0) or front side."""
+  return _masks([(level, b, back)], weight, magnitude, behind)[:, 0]
+
+
+def _masks(layers, weight, magnitude, behind) -> jax.Array:
+  """Stacked `_mask` of ``layers`` ``[(level, bin, back), ...]``: ``[B, len(layers), H, W]``.
+
+  Written as one broadcast comparison against per-layer constants (no concatenation), so that it
+  fuses into whatever reads it.
+  """
+  const = lambda v: jnp.asarray(v, magnitude.dtype)[None, :, None, None]
+  lo = const([level.edges[b] for level, b, _ in layers])
+  hi = const([level.edges[b + 1] for level, b, _ in layers])
+  back = const([float(back) for _, _, back in layers])
+  mag, behind = magnitude[:, None], behind[:, None]
+  side = back * behind + (1.0 - back) * (1.0 - behind)
+  return weight[:, None] * side * ((mag >= lo) & (mag < hi)).astype(magnitude.dtype)
+
+
+def _render_group(rgba, weight, coc, aperture, levels, grid) -> jax.Array:
+  """Premultiplied RGBA ``[B, 4, h, w]`` (``grid.inner``) of one depth-ordered group of layers.
+
+  ``rgba``, ``weight`` and ``coc`` lie on the full ``grid``.
+  """
   magnitude = jnp.abs(coc)
-  behind = (coc < 0).astype(rgb.dtype)
-  rgba = jnp.concatenate([rgb, jnp.ones_like(rgb[..., :1])], axis=-1)
-  members = [_level_members(level, weight, magnitude, behind) for level in levels]
-  centre = weight - sum(jnp.sum(m, axis=-1) for m in members)
-  blurred, planes, factor = [], None, 1
-  for i, (level, member) in enumerate(zip(levels, members)):
-    if planes is None:  # the finest level: planes straight from full resolution
-      planes = rgba[..., None, :] * jnp.concatenate(members[i:], axis=-1)[..., None]
-    planes = pyramid.decimate(planes, level.factor // factor)  # cascade: each pixel read once
-    factor = level.factor
-    blurred.append(_blur_level(level, planes[..., :member.shape[-1], :], member, magnitude, aperture))
-    planes = planes[..., member.shape[-1]:, :]
+  behind = (coc < 0).astype(rgba.dtype)
+  if not levels:
+    return grid.crop(rgba * weight[:, None])
+  centre = grid.crop(rgba * (weight * (magnitude < levels[0].edges[0]))[:, None])
+  inner = [grid.crop(x) for x in (weight, magnitude, behind)]
+  ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
   back = front = None
-  for level, layers in zip(reversed(levels), reversed(blurred)):
+  if len(levels) > 1:
+    coarse = lambda: _render_coarse(rgba, weight, magnitude, behind, levels[1:], inner, ap, grid)
+    back, front = _unless_empty(_occupied(levels[1], [0], inner, above=True), coarse)
+    back, front = pyramid.upsample2(back), pyramid.upsample2(front)
+  backs, fronts = _blur_full(levels[0], rgba, weight, magnitude, behind, inner, ap, grid)
+  back, front = _composite_level(levels[0], backs, fronts, back, front)
+  return _over(front, _over(centre, back))
+
+
+def _composite_level(level, backs, fronts, back, front):
+  """Composites a level's layers over ``back`` / under ``front`` (None: nothing yet)."""
+  for b in reversed(range(level.num_bins)):  # |s| descending: back far to near, front near to far
+    back = backs[b] if back is None else _over(backs[b], back)
+    front = fronts[b] if front is None else _over(front, fronts[b])
+  return back, front
+
+
+def _render_coarse(rgba, weight, magnitude, behind, levels, inner, ap, grid):
+  """The back and front stacks of the coarse ``levels``, composited coarse to fine, on the grid of
+  the first of them. ``rgba``, ``weight``, ``magnitude`` and ``behind`` lie on the full ``grid``;
+  ``inner`` are the last three on ``grid.inner``."""
+  layers = [(level, b, back) for level in levels for back in (True, False)
+            for b in range(level.num_bins)]
+  # Decimated in a cascade from full resolution (each pixel read once); the first step reads the
+  # grid's symmetric margin, which equals the edge clamping of `pyramid.decimate`. Each step is
+  # materialised by `_unless_empty`: fused into its several readers it would be recomputed.
+  first = lambda: pyramid.decimate_window(  # the planes are formed inside: never materialised
+      rgba[:, None] * _masks(layers, weight, magnitude, behind)[:, :, None],
+      (grid.margin,) * 2, grid.inner)
+  planes = None
+  blurred, factor = [], 2
+  for i, level in enumerate(levels):
+    step = first if i == 0 else functools.partial(pyramid.decimate, planes, level.factor // factor)
+    planes = _unless_empty(_occupied(level, [0], inner, above=True), step)
+    factor = level.factor
+    count = 2 * level.num_bins
+    blurred.append(_blur_coarse(level, planes[:, :count], inner, ap))
+    planes = planes[:, count:]
+  back = front = None
+  for level, (backs, fronts) in zip(reversed(levels), reversed(blurred)):
     if back is not None:
       back, front = pyramid.upsample2(back), pyramid.upsample2(front)
-    else:
-      back = front = jnp.zeros_like(layers[..., 0, :])
-    for j in range(level.num_bins):
-      back = _over(layers[..., j, :], back)
-      front = _over(front, layers[..., -1 - j, :])
-  centre_rgba = rgba * jnp.maximum(centre, 0.0)[..., None]
-  if back is None:
-    return centre_rgba
-  return _over(front, _over(centre_rgba, back))
+    back, front = _composite_level(level, backs, fronts, back, front)
+  return back, front
 
 
-def _level_members(level, weight, magnitude, behind) -> jax.Array:
-  """Layer weights ``[B, H, W, 2 * nb]``: back bins far to near, then front bins near to far."""
-  edges = jnp.asarray(level.edges, magnitude.dtype)
-  in_bin = ((magnitude[..., None] >= edges[:-1]) & (magnitude[..., None] < edges[1:]))
-  in_bin = in_bin.astype(magnitude.dtype) * weight[..., None]
-  back = in_bin[..., ::-1] * behind[..., None]
-  return jnp.concatenate([back, in_bin * (1.0 - behind)[..., None]], axis=-1)
-
-
-def _blur_level(level, planes, member, magnitude, aperture) -> jax.Array:
-  """Blurs a level's decimated layer planes ``[B, h, w, L, 4]`` with their aperture kernels."""
-  count = jnp.sum(member, axis=(1, 2))
-  radius = jnp.einsum("bhwl,bhw->bl", member, magnitude) / jnp.maximum(count, _TINY)
-  size = aperture_lib.kernel_size(level.edges[-1] / level.factor)
-  ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
+def _radius(level, b, back, inner) -> jax.Array:
+  """Mean ``|s|`` ``[B]`` of the pixels in a layer, shrunk for the resampling at coarse levels."""
+  weight, magnitude, behind = inner
+  mask = _mask(level, b, back, weight, magnitude, behind)
+  radius = jnp.sum(mask * magnitude, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), _TINY)
   # Decimating and re-upsampling widen the blur by ~RESAMPLING_VARIANCE * (f^2 - 1) px^2 per
   # axis; a disk of radius r has variance r^2 / 4, so shrink r to keep the second moment.
   spread = 4.0 * RESAMPLING_VARIANCE * (level.factor ** 2 - 1)
-  reduced = jnp.sqrt(jnp.maximum(radius ** 2 - spread, 1e-12)) / level.factor  # finite grad
-  kernel = aperture_lib.coverage_kernel(ap, reduced, size)
-  return blur_lib.convolve(planes, kernel)
+  return jnp.sqrt(jnp.maximum(radius ** 2 - spread, 1e-12)) / level.factor  # finite grad
+
+
+def _kernels(level, bins, inner, ap, size) -> jax.Array:
+  """Coverage kernels ``[B, 2 len(bins), size, size]`` of the back then front layers of ``bins``."""
+  radii = [_radius(level, b, back, inner) for back in (True, False) for b in bins]
+  return aperture_lib.coverage_kernel(ap, jnp.stack(radii, axis=1), size)
+
+
+def _occupied(level, bins, inner, above: bool = False) -> jax.Array:
+  """Whether any pixel of the batch falls in ``bins`` of ``level`` (either side); with ``above``,
+  in those bins or any larger ``|s|``."""
+  weight, magnitude, _ = inner
+  lo, hi = level.edges[min(bins)], level.edges[max(bins) + 1]
+  inside = (magnitude >= lo) if above else (magnitude >= lo) & (magnitude < hi)
+  return jnp.any((weight > 0) & inside)
+
+
+def _unless_empty(occupied: jax.Array, blur) -> jax.Array:
+  """``blur()``, or zeros of its shape when no pixel is ``occupied``.
+
+  Besides skipping empty layers, the conditional materialises the blurred layers, so that the
+  compositing that reads each of them at several channels does not recompute their blur.
+  """
+  shape = jax.eval_shape(blur)
+  zeros = lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+  return jax.lax.cond(occupied, blur, zeros)
+
+
+def _blur_full(level, rgba, weight, magnitude, behind, inner, ap, grid):
+  """Blurs the full-resolution layers, read straight from the padded ``grid``.
+
+  Bins whose kernels fit in ``MAX_DIRECT_SIZE`` pixels are blurred as sums of shifted planes; the
+  others together in one batched FFT convolution over the whole grid. Returns ``(backs, fronts)``,
+  lists over bins of ``[B, 4, h, w]`` on ``grid.inner``.
+  """
+  nb = level.num_bins
+  backs, fronts = [None] * nb, [None] * nb
+  sizes = [_kernel_size(level, b) for b in range(nb)]
+  fft_bins = [b for b in range(nb) if sizes[b] > MAX_DIRECT_SIZE]
+  groups = [([b], sizes[b]) for b in range(nb) if sizes[b] <= MAX_DIRECT_SIZE]
+  if fft_bins:
+    groups.append((fft_bins, max(sizes[b] for b in fft_bins)))
+  for bins, size in groups:
+    def blur(bins=bins, size=size):
+      layers = [(level, b, back) for back in (True, False) for b in bins]
+      planes = rgba[:, None] * _masks(layers, weight, magnitude, behind)[:, :, None]
+      kernel = _kernels(level, bins, inner, ap, size)
+      if size <= MAX_DIRECT_SIZE:
+        return _direct(planes, kernel, grid)
+      return _fft_on_grid(planes, kernel)  # cropped by the reader, saving a copy
+    out = _unless_empty(_occupied(level, bins, inner), blur)
+    if size > MAX_DIRECT_SIZE:
+      out = _drop_round_off(grid.crop(out))
+    for k, b in enumerate(bins):
+      backs[b], fronts[b] = out[:, k], out[:, len(bins) + k]
+  return backs, fronts
+
+
+def _drop_round_off(layers: jax.Array) -> jax.Array:
+  """Zeroes FFT-blurred layers ``[B, L, 4, h, w]`` where their coverage is below ``ALPHA_FLOOR``.
+
+  Far from its pixels a layer's FFT blur holds only float32 round-off (~1e-8). Composited over
+  dark in-focus pixels, that noise would be magnified by the gamma encoding; the light dropped
+  here is below ``ALPHA_FLOOR`` of the layer's.
+  """
+  return jnp.where(layers[:, :, 3:] > ALPHA_FLOOR, layers, 0.0)
+
+
+def _direct(planes, kernel, grid) -> jax.Array:
+  """Sum of ``k^2`` shifted planes (padded ``grid``) weighted by ``kernel`` ``[B, L, k, k]``."""
+  half = kernel.shape[-1] // 2
+  m, (h, w) = grid.margin, grid.inner
+  out = None
+  for i in range(2 * half + 1):
+    for j in range(2 * half + 1):
+      # the source at p lands on p + (i - half, j - half)
+      y, x = m + half - i, m + half - j
+      term = kernel[:, :, i, j, None, None, None] * planes[..., y:y + h, x:x + w]
+      out = term if out is None else out + term
+  return out
+
+
+def _fft_on_grid(planes, kernel) -> jax.Array:
+  """Circular convolution of ``planes`` ``[B, L, C, *shape]`` with centred kernels ``[B, L, k, k]``."""
+  shape = planes.shape[-2:]
+  size = kernel.shape[-1]
+  placed = jnp.pad(kernel, ((0, 0), (0, 0), (0, shape[0] - size), (0, shape[1] - size)))
+  placed = jnp.roll(placed, (-(size // 2), -(size // 2)), axis=(2, 3))
+  spectrum = jnp.fft.rfft2(planes) * jnp.fft.rfft2(placed)[:, :, None]
+  return jnp.fft.irfft2(spectrum, s=shape)
+
+
+def _blur_coarse(level, planes, inner, ap):
+  """Blurs a coarse level's decimated layers ``[B, 2 nb, 4, h, w]`` (back bins, then front)."""
+  nb = level.num_bins
+  size = max(_kernel_size(level, b) for b in range(nb))
+  bins = list(range(nb))
+  out = _unless_empty(_occupied(level, bins, inner),
+                      lambda: blur_lib.fft_convolve(planes, _kernels(level, bins, inner, ap, size)))
+  out = _drop_round_off(out)
+  return [out[:, b] for b in range(nb)], [out[:, nb + b] for b in range(nb)]
 
 
 def _as_batch(image: jax.Array, disparity: jax.Array) -> tuple[jax.Array, jax.Array, bool]:
