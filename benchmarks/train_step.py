@@ -3,8 +3,8 @@
   python benchmarks/train_step.py [--config=configs/default.py] [--steps=20]
       [--out=benchmarks/results/train_step_cpu.json]
 
-MFU is measured against a roofline taken in the same run: the throughput of a jitted f32 matmul
-on this machine's devices. It also prints the analytic FLOPs per step of `configs/tpu_v4.py` and the
+MFU is measured against a roofline taken in the same run: the throughput of a jitted 2048x2048
+f32 matmul, timed between the steps so both see the same load. It also prints the analytic FLOPs per step of `configs/tpu_v4.py` and the
 step time they imply on TPU v4 chips (275 bf16 TFLOP/s each).
 """
 import argparse
@@ -46,18 +46,19 @@ def synthetic_batch(batch_size: int, hw: tuple[int, int], seed: int = 0) -> dict
           "aperture_blades": np.zeros((batch_size,), np.int32), "aperture_rotation": vec()}
 
 
-def matmul_roofline(n: int = 2048, repeats: int = 10) -> float:
-  """FLOP/s of a jitted f32 `n x n` matmul (median of `repeats`)."""
+def make_matmul(n: int = 2048):
+  """A jitted f32 `n x n` matmul and its FLOPs: the roofline probe."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   f = jax.jit(jnp.matmul)
   f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2.0 * n ** 3 / statistics.median(times)
+  return (lambda: f(a, b).block_until_ready()), 2.0 * n ** 3
+
+
+def timed(fn) -> float:
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
 
 
 def analytic_step_flops(config, codec: LatentCodec) -> dict:
@@ -140,14 +141,17 @@ def main(argv=None) -> dict:
   for i in range(2):  # warm-up (the first call also pays for jit dispatch caches)
     state, metrics = step(state, batch, jax.random.key(i))
   jax.block_until_ready(metrics)
-  times = []
+  # Steps and roofline probes alternate, so both see the same machine load (the host is shared).
+  matmul, matmul_flops = make_matmul()
+  times, probes = [], []
   for i in range(args.steps):
+    probes.append(timed(matmul))
     t0 = time.perf_counter()
     state, metrics = step(state, batch, jax.random.key(100 + i))
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   step_seconds = statistics.median(times)
-  roofline = matmul_roofline()
+  roofline = matmul_flops / statistics.median(probes)
   analytic = analytic_step_flops(config, codec)
   mfu = analytic["per_step"] / step_seconds / roofline
 
@@ -155,6 +159,7 @@ def main(argv=None) -> dict:
       "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
       "num_devices": jax.device_count(), "host": platform.processor() or platform.machine(),
       "cpu_count": os.cpu_count(), "jax": jax.__version__,
+      "load_average_1min": os.getloadavg()[0],
       "config": f"configs/default.py:{args.config_arg}", "model_size": config.model.size,
       "depth_mode": config.model.depth_mode, "image_size": list(config.data.image_size),
       "patch_size": config.model.patch_size, "batch_size": config.data.batch_size,
