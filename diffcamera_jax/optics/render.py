@@ -180,24 +180,33 @@ def _composite_level(level, backs, fronts, back, front):
 def _render_coarse(rgba, weight, magnitude, behind, levels, inner, ap, grid):
   """The back and front stacks of the coarse ``levels``, composited coarse to fine, on the grid of
   the first of them. ``rgba``, ``weight``, ``magnitude`` and ``behind`` lie on the full ``grid``;
-  ``inner`` are the last three on ``grid.inner``."""
-  layers = [(level, b, back) for level in levels for back in (True, False)
+  ``inner`` are the last three on ``grid.inner``.
+
+  The layers are decimated in a cascade from full resolution, so each pixel is read once: a level
+  takes its own layers from the stack of the levels from it on, one step finer, and passes the
+  rest on, decimated once more. The first step reads the grid's symmetric margin, which equals
+  the edge clamping of `pyramid.decimate`. Each step runs only when a pixel needs it, and
+  `_unless_empty` materialises it (fused into its several readers, it would be recomputed).
+  """
+  def layers(levels):
+    return [(level, b, back) for level in levels for back in (True, False)
             for b in range(level.num_bins)]
-  # Decimated in a cascade from full resolution (each pixel read once); the first step reads the
-  # grid's symmetric margin, which equals the edge clamping of `pyramid.decimate`. Each step is
-  # materialised by `_unless_empty`: fused into its several readers it would be recomputed.
-  first = lambda: pyramid.decimate_window(  # the planes are formed inside: never materialised
-      rgba[:, None] * _masks(layers, weight, magnitude, behind)[:, :, None],
-      (grid.margin,) * 2, grid.inner)
-  planes = None
-  blurred, factor = [], 2
+
+  def first(levels):  # the planes are formed inside the filter: never materialised
+    planes = rgba[:, None] * _masks(layers(levels), weight, magnitude, behind)[:, :, None]
+    return pyramid.decimate_window(planes, (grid.margin,) * 2, grid.inner)
+
+  blurred, rest = [], None
   for i, level in enumerate(levels):
-    step = first if i == 0 else functools.partial(pyramid.decimate, planes, level.factor // factor)
-    planes = _unless_empty(_occupied(level, [0], inner, above=True), step)
-    factor = level.factor
     count = 2 * level.num_bins
-    blurred.append(_blur_coarse(level, planes[:, :count], inner, ap))
-    planes = planes[:, count:]
+    own_step = (lambda: first(levels[:1])) if i == 0 else (
+        lambda rest=rest: pyramid.decimate(rest[:, :count], 2))
+    own = _unless_empty(_occupied(level, list(range(level.num_bins)), inner), own_step)
+    blurred.append(_blur_coarse(level, own, inner, ap))
+    if i + 1 < len(levels):
+      rest_step = (lambda: first(levels[1:])) if i == 0 else (
+          lambda rest=rest: pyramid.decimate(rest[:, count:], 2))
+      rest = _unless_empty(_occupied(levels[i + 1], [0], inner, above=True), rest_step)
   back = front = None
   for level, (backs, fronts) in zip(reversed(levels), reversed(blurred)):
     if back is not None:

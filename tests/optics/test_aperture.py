@@ -55,3 +55,17 @@ def test_aperture_is_a_pytree():
   leaves, treedef = jax.tree_util.tree_flatten(optics.Aperture(6, 0.5))
   assert leaves == [6, 0.5]
   assert jax.tree_util.tree_unflatten(treedef, leaves) == optics.Aperture(6, 0.5)
+
+
+@pytest.mark.parametrize("edge", [1.375, 2.375, 4.5, 8.0])
+@pytest.mark.parametrize("blades,rotation", [(0, 0.0), (3, 0.0), (3, 0.7), (5, 1.1), (6, 0.3)])
+def test_coverage_is_zero_outside_the_support_size(edge, blades, rotation):
+  """Kernels of radii below ``edge`` fit in `support_size(edge)`: the cropped kernel is exact."""
+  support = aperture_lib.support_size(edge)
+  big = aperture_lib.kernel_size(edge) + 4
+  radii = jnp.asarray([edge * (1 - 1e-6), edge * 0.9, edge * 0.75], jnp.float32)
+  kernel = np.asarray(aperture_lib.coverage_kernel(optics.Aperture(blades, rotation), radii, big))
+  border = (big - support) // 2
+  outside = kernel.copy()
+  outside[:, border:big - border, border:big - border] = 0.0
+  assert support < big and np.all(outside == 0.0)

@@ -57,3 +57,32 @@ def test_fast_length_is_smooth_and_not_smaller(n):
     while m % p == 0:
       m //= p
   assert m == 1
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_direct_convolution_equals_fft_convolution(size):
+  rng = np.random.default_rng(1)
+  planes = jnp.asarray(rng.random((2, 3, 4, 17, 20)).astype(np.float32))
+  kernel = jnp.asarray(rng.random((2, 3, size, size)).astype(np.float32))
+  np.testing.assert_allclose(np.asarray(blur.direct_convolve(planes, kernel)),
+                             np.asarray(blur.fft_convolve(planes, kernel)), atol=1e-5)
+
+
+def test_channel_last_convolve_equals_channel_first():
+  rng = np.random.default_rng(2)
+  planes = rng.random((2, 12, 14, 3, 4)).astype(np.float32)
+  kernel = jnp.asarray(rng.random((2, 3, 5, 5)).astype(np.float32))
+  out = np.asarray(blur.convolve(jnp.asarray(planes), kernel))
+  expected = np.asarray(blur.fft_convolve(jnp.asarray(planes.transpose(0, 3, 4, 1, 2)), kernel))
+  np.testing.assert_allclose(out, expected.transpose(0, 3, 4, 1, 2), atol=1e-6)
+
+
+def test_decimate_window_of_a_symmetric_padding_equals_decimate():
+  rng = np.random.default_rng(3)
+  x = rng.random((2, 3, 12, 16)).astype(np.float32)
+  padded = np.pad(x, ((0, 0), (0, 0), (3, 5), (2, 4)), mode="symmetric")
+  out = pyramid.decimate_window(jnp.asarray(padded), (3, 2), (12, 16))
+  np.testing.assert_allclose(np.asarray(out), np.asarray(pyramid.decimate(jnp.asarray(x), 2)),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="border"):
+    pyramid.decimate_window(jnp.asarray(x), (0, 0), (12, 16))
