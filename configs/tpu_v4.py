@@ -22,7 +22,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.size = "XL"
   config.model.latent_mode = "vae"
   config.model.patch_size = 2
-  config.model.vae_params = ""  # empty: the VAE trains from its random init (set a path for FLUX's)
+  config.model.vae_params = ""  # the frozen VAE's weights (FLUX.1 VAE); empty = random init (smoke runs)
+  config.model.vae.channels = 128  # the FLUX.1 VAE's architecture
+  config.model.vae.channel_mult = (1, 2, 4, 4)
+  config.model.vae.num_res_blocks = 2
+  config.model.vae.latent_channels = 16
+  config.model.vae.scaling_factor = 0.3611
+  config.model.vae.shift_factor = 0.1159
   config.model.dtype = "bfloat16"
   config.model.param_dtype = "float32"
   config.model.remat = "dots"

@@ -4,7 +4,7 @@ The state is created sharded from the start (big_vision / Flax style): `jax.eval
 initialiser gives the logically annotated abstract params, the mesh rules turn them into
 shardings, and `jax.jit(init, out_shardings=...)` materialises every array where it belongs.
 """
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -72,11 +72,15 @@ def update_ema(ema_params: Any, params: Any, decay: float, step: jnp.ndarray) ->
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema_params, params)
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
-                       mesh: Mesh, rng: jax.Array,
-                       image_hw: tuple[int, int] | None = None) -> tuple[TrainState, TrainState]:
-  """A freshly initialised, sharded `TrainState` and its sharding tree (a `TrainState` of
-  `NamedSharding`s, for the step's in/out shardings and for checkpoint restore)."""
+def train_state_plan(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
+                     mesh: Mesh, image_hw: tuple[int, int] | None = None,
+                     ) -> tuple[TrainState, TrainState, Callable[[jax.Array], TrainState]]:
+  """The sharding plan of the train state, built abstractly (nothing is allocated).
+
+  Returns `(abstract_state, state_sharding, init)`: the state's shapes/dtypes with their shardings
+  (`jax.ShapeDtypeStruct`s, for checkpoint restore and memory planning), the sharding tree (a
+  `TrainState` of `NamedSharding`s, for the step's in/out shardings) and the jitted initialiser.
+  """
   rules = logical_rules(config)
   tx = make_optimizer(config)
   inputs = example_inputs(codec, tuple(image_hw or config.data.image_size))
@@ -84,8 +88,9 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, code
   def init_boxed_params(rng):
     return model.init({"params": rng}, *inputs)["params"]
 
+  rng_shape = jax.eval_shape(lambda: jax.random.key(0))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_boxed = jax.eval_shape(init_boxed_params, rng)
+    abstract_boxed = jax.eval_shape(init_boxed_params, rng_shape)
   param_sharding = logical_shardings(abstract_boxed, mesh, rules)
   abstract_opt = jax.eval_shape(tx.init, nn.unbox(abstract_boxed))
   opt_sharding = optax.tree_map_params(
@@ -100,6 +105,22 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, code
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = jax.jit(init, out_shardings=state_sharding)(rng)
-  return state, state_sharding
+  jitted_init = jax.jit(init, out_shardings=state_sharding)
+
+  def sharded_init(rng: jax.Array) -> TrainState:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted_init(rng)
+
+  abstract_state = jax.tree.map(
+      lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+      jax.eval_shape(init, rng_shape), state_sharding)
+  return abstract_state, state_sharding, sharded_init
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
+                       mesh: Mesh, rng: jax.Array,
+                       image_hw: tuple[int, int] | None = None) -> tuple[TrainState, TrainState]:
+  """A freshly initialised, sharded `TrainState` and its sharding tree (a `TrainState` of
+  `NamedSharding`s, for the step's in/out shardings and for checkpoint restore)."""
+  _, state_sharding, init = train_state_plan(config, model, codec, mesh, image_hw)
+  return init(rng), state_sharding

@@ -59,16 +59,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   model, codec = models.build_model(config)
   root_rng = jax.random.key(config.seed)
   init_rng, loop_rng = jax.random.split(root_rng)
-  state, state_sharding = train_state.create_train_state(config, model, codec, mesh, init_rng)
+  abstract_state, state_sharding, init_state = train_state.train_state_plan(config, model, codec,
+                                                                            mesh)
 
-  # ------------------------------------------------------------------ restore
+  # ------------------------------------------------------------------ restore (or initialise)
   manager = checkpointing.make_checkpoint_manager(workdir, config)
-  restored = checkpointing.restore_latest(manager, state, data_iter)
+  restored = checkpointing.restore_latest(manager, abstract_state, data_iter)
   if restored is not None:
     start_step, state = restored
     logging.info("resumed from checkpoint step %d", start_step)
   else:
-    start_step = 0
+    start_step, state = 0, init_state(init_rng)
 
   # ------------------------------------------------------------------ step functions
   train_step = train_step_lib.make_train_step(config, model, codec, mesh, state_sharding)
