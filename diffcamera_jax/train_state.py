@@ -3,6 +3,13 @@
 The state is created sharded from the start (big_vision / Flax style): `jax.eval_shape` of the
 initialiser gives the logically annotated abstract params, the mesh rules turn them into
 shardings, and `jax.jit(init, out_shardings=...)` materialises every array where it belongs.
+
+FLUX + LoRA (`config.model.name="flux"`): `TrainState.params` holds only the trainable part (the
+LoRA adapters and the condition layers, `lora.trainable_mask`), so the optimizer state, the EMA and
+every checkpoint cover that part only. The frozen base (the transformer in `param_dtype`, bf16 on
+accelerators, and the text embeddings) lives outside the state: `frozen_base(...)` loads it once,
+sharded, and the train step takes it as a separate, non-donated argument;
+`full_params(params, frozen)` is the complete tree the model's `apply` takes.
 """
 from typing import Any, Callable
 
@@ -15,6 +22,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from diffcamera_jax.models import example_inputs
+from diffcamera_jax.models import lora
 from diffcamera_jax.models.latents import LatentCodec
 from diffcamera_jax.sharding import logical_rules, logical_shardings, replicated
 
@@ -72,6 +80,46 @@ def update_ema(ema_params: Any, params: Any, decay: float, step: jnp.ndarray) ->
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema_params, params)
 
 
+def _is_flux(config: ml_collections.ConfigDict) -> bool:
+  return config.model.name == "flux"
+
+
+def trainable_mask(config: ml_collections.ConfigDict, params: Any) -> Any | None:
+  """The FLUX trainable mask of a (boxed or abstract) params tree; None for the DiT (all trained)."""
+  if not _is_flux(config):
+    return None
+  from diffcamera_jax.models.flux_diffcamera import CONDITION_MODULES
+  return lora.trainable_mask(params, CONDITION_MODULES)
+
+
+def full_params(params: Any, frozen: Any | None) -> Any:
+  """The model's complete params: the trained part merged with the frozen base (if any)."""
+  return params if frozen is None else lora.merge_params(params, frozen)
+
+
+def frozen_base(config: ml_collections.ConfigDict, model: nn.Module, codec: Any, mesh: Mesh,
+                image_hw: tuple[int, int] | None = None) -> tuple[Any | None, Any | None]:
+  """`(frozen_params, frozen_sharding)` of a FLUX model; `(None, None)` for the DiT.
+
+  The base transformer streams from `config.flux.transformer_weights` into its shardings (text
+  embeddings from `config.flux.text_embeddings`). Without weights only the "tiny" variant is
+  allowed: its base is then randomly initialised from `config.seed` (the same every call, so a
+  resumed run sees the same base).
+  """
+  if not _is_flux(config):
+    return None, None
+  if not config.flux.transformer_weights and config.flux.variant != "tiny":
+    raise ValueError("config.flux.transformer_weights must name the FLUX weights (only the 'tiny' "
+                     "variant may start from a random base)")
+  from diffcamera_jax.models.flux_diffcamera import init_flux_params
+  rng = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
+  params, shardings = init_flux_params(model, codec, config, mesh, rng, image_hw)
+  mask = trainable_mask(config, params)
+  frozen = lora.split_params(params, mask)[1]
+  frozen_sharding = lora.split_params(shardings, mask)[1]
+  return frozen, frozen_sharding
+
+
 def train_state_plan(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
                      mesh: Mesh, image_hw: tuple[int, int] | None = None,
                      ) -> tuple[TrainState, TrainState, Callable[[jax.Array], TrainState]]:
@@ -92,7 +140,15 @@ def train_state_plan(config: ml_collections.ConfigDict, model: nn.Module, codec:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract_boxed = jax.eval_shape(init_boxed_params, rng_shape)
   param_sharding = logical_shardings(abstract_boxed, mesh, rules)
-  abstract_opt = jax.eval_shape(tx.init, nn.unbox(abstract_boxed))
+  mask = trainable_mask(config, abstract_boxed)
+
+  def init_params(rng):
+    params = nn.unbox(init_boxed_params(rng))
+    return params if mask is None else lora.split_params(params, mask)[0]
+
+  if mask is not None:
+    param_sharding = lora.split_params(param_sharding, mask)[0]
+  abstract_opt = jax.eval_shape(lambda r: tx.init(init_params(r)), rng_shape)
   opt_sharding = optax.tree_map_params(
       tx, lambda _, sharding: sharding, abstract_opt, param_sharding,
       transform_non_params=lambda _: replicated(mesh),
@@ -101,7 +157,7 @@ def train_state_plan(config: ml_collections.ConfigDict, model: nn.Module, codec:
                               ema_params=param_sharding, opt_state=opt_sharding)
 
   def init(rng):
-    params = nn.unbox(init_boxed_params(rng))
+    params = init_params(rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
 

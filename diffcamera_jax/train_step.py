@@ -20,7 +20,8 @@ from diffcamera_jax.losses import flow_loss, stacking_loss
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
 from diffcamera_jax.sharding import batch_spec, logical_rules, replicated
-from diffcamera_jax.train_state import TrainState, make_optimizer, make_schedule, update_ema
+from diffcamera_jax.train_state import TrainState, full_params, make_optimizer, make_schedule
+from diffcamera_jax.train_state import update_ema
 
 REQUIRED_KEYS = ("reference", "target", "target_2", "stack_mask", "multifocus", "disparity",
                  "target_focus", "target_focus_2", "target_blur", "aperture_blades",
@@ -43,6 +44,7 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   """`L = L_flow + stack_weight * L_stack` on one device batch, and the loss terms.
 
   `apply_fn` is the DiT's `apply`; `patch_size` sets the token count for the timestep shift.
+  With `objective.residual` the flow's data end is `enc(target) - enc(reference)` (docs/model.md).
   """
   missing = [k for k in REQUIRED_KEYS if k not in batch]
   if missing:
@@ -53,6 +55,11 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   x0 = codec.encode(_pair(batch["target"], batch["target_2"]))
   reference = codec.encode(batch["reference"])
   multifocus = codec.encode(batch["multifocus"])
+  if objective.get("residual", False):
+    # The flow generates the change `enc(target) - enc(reference)`; the mask blend of the pair
+    # then has to equal `enc(F) - enc(reference)` (the blend of a shared term is that term).
+    x0 = x0 - _pair(reference, reference)
+    multifocus = multifocus - reference
   blades, rotation = batch["aperture_blades"], batch["aperture_rotation"]
   camera = _pair(
       camera_features(batch["target_focus"], batch["target_blur"], (h_img, w_img), blades,
@@ -84,18 +91,24 @@ class TrainStep:
 
   Pass a fresh `rng` every step (e.g. `jax.random.fold_in(key, step)`). `lower(...)` exposes the
   compiled program for cost and memory analysis.
+
+  With a frozen base (FLUX + LoRA, `train_state.frozen_base`), `state.params` is the trainable
+  part only: the loss sees `merge(state.params, frozen)`, gradients (and `grad_norm`) are formed
+  for the trainable part only, and `frozen` enters the jitted step as its own argument in its own
+  shardings, never donated.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
-               mesh: Mesh, state_sharding: TrainState):
-    self.mesh, self.codec = mesh, codec
+               mesh: Mesh, state_sharding: TrainState, frozen: Any | None = None,
+               frozen_sharding: Any | None = None):
+    self.mesh, self.codec, self.frozen = mesh, codec, frozen
     self.rules = logical_rules(config)
     tx, schedule = make_optimizer(config), make_schedule(config)
     objective, ema_decay = config.objective, config.optim.ema_decay
 
-    def step(state: TrainState, batch: dict, rng: jax.Array, codec: LatentCodec):
-      loss_fn = lambda p: refocus_losses(model.apply, p, codec, batch, rng, objective,
-                                         model.patch_size)
+    def step(state: TrainState, batch: dict, rng: jax.Array, codec: LatentCodec, frozen: Any):
+      loss_fn = lambda p: refocus_losses(model.apply, full_params(p, frozen), codec, batch, rng,
+                                         objective, model.patch_size)
       (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
@@ -108,21 +121,25 @@ class TrainStep:
       return new_state, metrics
 
     batch_sharding = NamedSharding(mesh, batch_spec(1, self.rules))
+    if frozen is not None and frozen_sharding is None:
+      frozen_sharding = jax.tree.map(lambda x: x.sharding, frozen)
     self._jitted = jax.jit(
-        step, in_shardings=(state_sharding, batch_sharding, replicated(mesh), replicated(mesh)),
+        step, in_shardings=(state_sharding, batch_sharding, replicated(mesh), replicated(mesh),
+                            frozen_sharding),
         out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
 
   def lower(self, state: TrainState, batch: dict, rng: jax.Array) -> jax.stages.Lowered:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      return self._jitted.lower(state, batch, rng, self.codec)
+      return self._jitted.lower(state, batch, rng, self.codec, self.frozen)
 
   def __call__(self, state: TrainState, batch: dict,
                rng: jax.Array) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      return self._jitted(state, batch, rng, self.codec)
+      return self._jitted(state, batch, rng, self.codec, self.frozen)
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,
-                    mesh: Mesh, state_sharding: TrainState) -> TrainStep:
-  """The jitted, sharded training step (see `TrainStep`)."""
-  return TrainStep(config, model, codec, mesh, state_sharding)
+                    mesh: Mesh, state_sharding: TrainState, frozen: Any | None = None,
+                    frozen_sharding: Any | None = None) -> TrainStep:
+  """The jitted, sharded training step (see `TrainStep`); `frozen`: the FLUX base, if any."""
+  return TrainStep(config, model, codec, mesh, state_sharding, frozen, frozen_sharding)

@@ -61,6 +61,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   init_rng, loop_rng = jax.random.split(root_rng)
   abstract_state, state_sharding, init_state = train_state.train_state_plan(config, model, codec,
                                                                             mesh)
+  # FLUX + LoRA: the frozen base, outside the (LoRA-only) state; (None, None) for the DiT.
+  frozen, frozen_sharding = train_state.frozen_base(config, model, codec, mesh)
 
   # ------------------------------------------------------------------ restore (or initialise)
   manager = checkpointing.make_checkpoint_manager(workdir, config)
@@ -72,7 +74,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     start_step, state = 0, init_state(init_rng)
 
   # ------------------------------------------------------------------ step functions
-  train_step = train_step_lib.make_train_step(config, model, codec, mesh, state_sharding)
+  train_step = train_step_lib.make_train_step(config, model, codec, mesh, state_sharding,
+                                              frozen, frozen_sharding)
   simulate = simulate_lib.make_simulate_fn(config, mesh)
   evaluator = periodic_eval.HeldOutEvaluator(config, model, codec, mesh, workdir)
   report = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer,
@@ -105,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         writer.write_scalars(step, scalars)
       if step % config.train.eval_every == 0:
         with report.timed("eval"):
-          evaluator.run(state.ema_params, step, writer)
+          evaluator.run(train_state.full_params(state.ema_params, frozen), step, writer)
       if save_due:
         checkpointing.save(manager, step, state, data_iter, config, force=True)
       if must_stop:

@@ -1,6 +1,7 @@
 """Models: the in-context DiT (`dit`), its building blocks, the latent codec and named sizes.
 
-`build_model(config)` returns the DiT and the latent codec the config asks for.
+`build_model(config)` returns the model and the latent codec the config asks for: the DiT with its
+codec (`model.name="dit"`), or the LoRA-adapted FLUX with the FLUX VAE (`model.name="flux"`).
 """
 import jax
 import jax.numpy as jnp
@@ -22,10 +23,17 @@ def _dtype(name: str, field: str):
 
 def build_model(config: ml_collections.ConfigDict,
                 codec_rng: jax.Array | None = None) -> tuple[DiT, LatentCodec]:
-  """(DiT, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised."""
+  """(model, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised.
+
+  `model.name="dit"`: (DiT, LatentCodec). `model.name="flux"`: (FluxDiffCamera, FluxCodec) from
+  `flux_diffcamera.build_flux_model` (its frozen base comes from `train_state.frozen_base`).
+  """
   m = config.model
+  if m.name == "flux":
+    from diffcamera_jax.models.flux_diffcamera import build_flux_model  # imports this package
+    return build_flux_model(config, codec_rng)
   if m.name != "dit":
-    raise ValueError(f"build_model builds config.model.name='dit', got {m.name!r}")
+    raise ValueError(f"config.model.name must be 'dit' or 'flux', got {m.name!r}")
   if m.patch_size <= 0:
     raise ValueError(f"config.model.patch_size must be positive, got {m.patch_size}")
   codec = make_codec(config, codec_rng)
