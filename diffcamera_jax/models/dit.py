@@ -58,6 +58,7 @@ class DiT(nn.Module):
   dropout_rate: float = 0.0
   remat: str = "none"
   scan_layers: bool = False
+  attention_chunk: int = 0  # query block size of attention (bounds score memory; 0 = off)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -110,7 +111,7 @@ class DiT(nn.Module):
                        prevent_cse=not self.scan_layers)
     kw = dict(size=self.size, mlp_activation=self.mlp_activation,
               dropout_rate=self.dropout_rate, deterministic=not train,
-              dtype=self.dtype, param_dtype=self.param_dtype)
+              attention_chunk=self.attention_chunk, dtype=self.dtype, param_dtype=self.param_dtype)
     if self.scan_layers:
       scanned = nn.scan(block, variable_axes={"params": 0},
                         split_rngs={"params": True, "dropout": True},

@@ -112,19 +112,37 @@ MLP_ACTIVATIONS = {
 }
 
 
-def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  """Softmax attention on `[B, L, heads, head_dim]`; the scale is folded into q, and the
-  scores and softmax are computed in float32 whatever the compute dtype."""
+def _attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
   scores = jnp.einsum("blhd,bmhd->bhlm", q * (q.shape[-1] ** -0.5), k,
                       preferred_element_type=jnp.float32)
   weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   return jnp.einsum("bhlm,bmhd->blhd", weights, v)
 
 
+def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+                          chunk: int = 0) -> jnp.ndarray:
+  """Softmax attention on `[B, L, heads, head_dim]`; the scale is folded into q, and the
+  scores and softmax are computed in float32 whatever the compute dtype.
+
+  `chunk > 0` processes queries in blocks of `chunk` (each under `jax.checkpoint`), so the scores
+  alive at once, forward and backward, are `[B, heads, chunk, L]` rather than `[B, heads, L, L]`:
+  what makes 2k-token sequences at pod batch sizes fit in HBM. Same result either way.
+  """
+  length = q.shape[1]
+  if not chunk or length <= chunk:
+    return _attend(q, k, v)
+  n = -(-length // chunk)
+  blocks = jnp.pad(q, ((0, 0), (0, n * chunk - length), (0, 0), (0, 0)))
+  blocks = jnp.moveaxis(blocks.reshape(q.shape[0], n, chunk, *q.shape[2:]), 1, 0)
+  out = jax.lax.map(jax.checkpoint(lambda block: _attend(block, k, v)), blocks)
+  return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n * chunk, *q.shape[2:])[:, :length]
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with fused QKV, QK RMS-norm and 2-D RoPE."""
   num_heads: int
   head_dim: int
+  chunk: int = 0  # query block size (see `dot_product_attention`); 0 = all queries at once
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -140,7 +158,7 @@ class Attention(nn.Module):
     k = apply_rope(nn.RMSNorm(name="k_norm", **norm_kw)(k), cos, sin)
     axes = ("batch", "length", "heads", "kv")
     q, k, v = constrain(q, axes), constrain(k, axes), constrain(v, axes)
-    out = dot_product_attention(q, k, v)
+    out = dot_product_attention(q, k, v, self.chunk)
     return dense(x.shape[-1], ("heads", "kv", "embed"), ("embed",), in_dims=2, name="out",
                  **kw)(out)
 
@@ -170,6 +188,7 @@ class DiTBlock(nn.Module):
   mlp_activation: str = "relu2"
   dropout_rate: float = 0.0
   deterministic: bool = True
+  attention_chunk: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -184,7 +203,8 @@ class DiTBlock(nn.Module):
     norm = lambda name: nn.LayerNorm(use_bias=False, use_scale=False, name=name, **kw)
 
     h = modulate(norm("norm1")(x), shift1, scale1)
-    h = Attention(self.size.num_heads, self.size.head_dim, name="attn", **kw)(h, cos, sin)
+    h = Attention(self.size.num_heads, self.size.head_dim, self.attention_chunk, name="attn",
+                  **kw)(h, cos, sin)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
     x = constrain(x + gate1[:, None, :] * h, ("batch", "length", "embed"))
 
