@@ -5,13 +5,13 @@ config file or an override is an error, not a silently ignored key).
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Iterable
 
 import ml_collections
 
 from configs import default as default_config
+from diffcamera_jax import sharding
 
 _MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -38,20 +38,14 @@ def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def resolve_mesh_shape(shape: Iterable[int], num_devices: int) -> tuple[int, ...]:
-  """Replaces a single -1 in `config.mesh.shape` by what fills `num_devices`."""
+  """`sharding.resolve_mesh_shape` (one -1 fills the devices), failing as a `ConfigError`."""
   shape = tuple(int(s) for s in shape)
   if len(shape) != len(_MESH_AXES):
     raise ConfigError(f"config.mesh.shape must have {len(_MESH_AXES)} entries {_MESH_AXES}, got {shape}")
-  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise ConfigError(f"config.mesh.shape={shape}: entries must be positive, with at most one -1")
-  known = math.prod(s for s in shape if s != -1)
-  if -1 in shape:
-    if num_devices % known:
-      raise ConfigError(f"config.mesh.shape={shape} does not divide the {num_devices} devices")
-    shape = tuple(num_devices // known if s == -1 else s for s in shape)
-  if math.prod(shape) != num_devices:
-    raise ConfigError(f"config.mesh.shape={shape} needs {math.prod(shape)} devices, {num_devices} exist")
-  return shape
+  try:
+    return sharding.resolve_mesh_shape(shape, num_devices)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,

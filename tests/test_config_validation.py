@@ -54,9 +54,9 @@ def test_batch_must_divide_batch_shards():
 def test_mesh_shape_resolution():
   assert resolve_mesh_shape((-1, 1, 1), 8) == (8, 1, 1)
   assert resolve_mesh_shape((2, -1, 2), 8) == (2, 2, 2)
-  with pytest.raises(ConfigError, match="needs 4 devices, 8 exist"):
+  with pytest.raises(ConfigError, match="needs 4 devices, found 8"):
     resolve_mesh_shape((2, 2, 1), 8)
-  with pytest.raises(ConfigError, match="does not divide"):
+  with pytest.raises(ConfigError, match="8 devices are not divisible by 3"):
     resolve_mesh_shape((3, -1, 1), 8)
 
 
