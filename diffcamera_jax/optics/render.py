@@ -226,19 +226,24 @@ def _radius(level, b, back, inner) -> jax.Array:
   return jnp.sqrt(jnp.maximum(radius ** 2 - spread, 1e-12)) / level.factor  # finite grad
 
 
-def _kernels(level, bins, inner, ap, size) -> jax.Array:
-  """Coverage kernels ``[B, 2 len(bins), size, size]`` of the back then front layers of ``bins``."""
-  radii = [_radius(level, b, back, inner) for back in (True, False) for b in bins]
+def _kernels(level, bins, inner, ap, size, sides=(True, False)) -> jax.Array:
+  """Coverage kernels ``[B, len(sides) len(bins), size, size]`` of the layers of ``bins`` on the
+  ``sides`` (True: back), side-major."""
+  radii = [_radius(level, b, back, inner) for back in sides for b in bins]
   return aperture_lib.coverage_kernel(ap, jnp.stack(radii, axis=1), size)
 
 
-def _occupied(level, bins, inner, above: bool = False) -> jax.Array:
-  """Whether any pixel of the batch falls in ``bins`` of ``level`` (either side); with ``above``,
-  in those bins or any larger ``|s|``."""
-  weight, magnitude, _ = inner
+def _occupied(level, bins, inner, back=None, above: bool = False) -> jax.Array:
+  """Whether any pixel of the batch falls in ``bins`` of ``level`` on the ``back`` side (True),
+  the front (False) or either (None); with ``above``, in those bins or any larger ``|s|``."""
+  weight, magnitude, behind = inner
   lo, hi = level.edges[min(bins)], level.edges[max(bins) + 1]
-  inside = (magnitude >= lo) if above else (magnitude >= lo) & (magnitude < hi)
-  return jnp.any((weight > 0) & inside)
+  inside = (weight > 0) & (magnitude >= lo)
+  if not above:
+    inside &= magnitude < hi
+  if back is not None:
+    inside &= (behind > 0.5) if back else (behind < 0.5)
+  return jnp.any(inside)
 
 
 def _unless_empty(occupied: jax.Array, blur) -> jax.Array:
@@ -255,30 +260,27 @@ def _unless_empty(occupied: jax.Array, blur) -> jax.Array:
 def _blur_full(level, rgba, weight, magnitude, behind, inner, ap, grid):
   """Blurs the full-resolution layers, read straight from the padded ``grid``.
 
-  Bins whose kernels fit in ``MAX_DIRECT_SIZE`` pixels are blurred as sums of shifted planes; the
-  others together in one batched FFT convolution over the whole grid. Returns ``(backs, fronts)``,
-  lists over bins of ``[B, 4, h, w]`` on ``grid.inner``.
+  Layers whose kernels fit in ``MAX_DIRECT_SIZE`` pixels are blurred as sums of shifted planes,
+  the others by FFT convolution over the whole grid; a layer no pixel of the batch falls in is
+  skipped. Returns ``(backs, fronts)``, lists over bins of ``[B, 4, h, w]`` on ``grid.inner``.
   """
   nb = level.num_bins
   backs, fronts = [None] * nb, [None] * nb
-  sizes = [_kernel_size(level, b) for b in range(nb)]
-  fft_bins = [b for b in range(nb) if sizes[b] > MAX_DIRECT_SIZE]
-  groups = [([b], sizes[b]) for b in range(nb) if sizes[b] <= MAX_DIRECT_SIZE]
-  if fft_bins:
-    groups.append((fft_bins, max(sizes[b] for b in fft_bins)))
-  for bins, size in groups:
-    def blur(bins=bins, size=size):
-      layers = [(level, b, back) for back in (True, False) for b in bins]
-      planes = rgba[:, None] * _masks(layers, weight, magnitude, behind)[:, :, None]
-      kernel = _kernels(level, bins, inner, ap, size)
-      if size <= MAX_DIRECT_SIZE:
-        return _direct(planes, kernel, grid)
-      return _fft_on_grid(planes, kernel)  # cropped by the reader, saving a copy
-    out = _unless_empty(_occupied(level, bins, inner), blur)
-    if size > MAX_DIRECT_SIZE:
-      out = _drop_round_off(grid.crop(out))
-    for k, b in enumerate(bins):
-      backs[b], fronts[b] = out[:, k], out[:, len(bins) + k]
+  for back in (True, False):
+    for b in range(nb):  # one layer at a time, so that empty layers are skipped
+      size = _kernel_size(level, b)
+
+      def blur(b=b, back=back, size=size):
+        planes = rgba[:, None] * _masks([(level, b, back)], weight, magnitude, behind)[:, :, None]
+        kernel = _kernels(level, [b], inner, ap, size, sides=(back,))
+        if size <= MAX_DIRECT_SIZE:
+          return _direct(planes, kernel, grid)
+        return _fft_on_grid(planes, kernel)  # cropped by the reader, saving a copy
+
+      out = _unless_empty(_occupied(level, [b], inner, back), blur)
+      if size > MAX_DIRECT_SIZE:
+        out = _drop_round_off(grid.crop(out))
+      (backs if back else fronts)[b] = out[:, 0]
   return backs, fronts
 
 
@@ -320,11 +322,14 @@ def _blur_coarse(level, planes, inner, ap):
   """Blurs a coarse level's decimated layers ``[B, 2 nb, 4, h, w]`` (back bins, then front)."""
   nb = level.num_bins
   size = max(_kernel_size(level, b) for b in range(nb))
-  bins = list(range(nb))
-  out = _unless_empty(_occupied(level, bins, inner),
-                      lambda: blur_lib.fft_convolve(planes, _kernels(level, bins, inner, ap, size)))
-  out = _drop_round_off(out)
-  return [out[:, b] for b in range(nb)], [out[:, nb + b] for b in range(nb)]
+  out = []
+  for back in (True, False):  # one layer at a time, so that empty layers are skipped
+    for b in range(nb):
+      index = (0 if back else nb) + b
+      blur = lambda b=b, back=back, index=index: blur_lib.fft_convolve(
+          planes[:, index:index + 1], _kernels(level, [b], inner, ap, size, sides=(back,)))
+      out.append(_drop_round_off(_unless_empty(_occupied(level, [b], inner, back), blur))[:, 0])
+  return out[:nb], out[nb:]
 
 
 def _as_batch(image: jax.Array, disparity: jax.Array) -> tuple[jax.Array, jax.Array, bool]:
