@@ -90,8 +90,7 @@ def tpu_v4_estimate(mfu_assumed: float) -> dict:
   from configs import tpu_v4  # pylint: disable=import-outside-toplevel
   config = tpu_v4.get_config()
   codec = jax.eval_shape(lambda: build_model(config)[1])  # abstract VAE params, no compute
-  codec = LatentCodec(params=codec.params, mode=codec.mode, vae_config=codec.vae_config,
-                      scaling_factor=codec.scaling_factor, shift_factor=codec.shift_factor)
+  codec = LatentCodec(params=codec.params, mode=codec.mode, vae_config=codec.vae_config)
   dit = analytic_step_flops(config, codec)
   vae = vae_encode_flops(config, codec)
   total = dit["per_step"] + vae

@@ -3,7 +3,8 @@
 Variants (`--config=configs/flux_lora.py:VARIANT`):
   ""      TPU v4 pod, 512^2, FLUX.1-dev in bf16, FSDP over every chip, scanned + rematted blocks;
   "1024"  the same at 1024^2 (4x the tokens per image; half the global batch);
-  "tiny"  a random tiny FLUX and VAE on procedural scenes: CPU tests and smoke runs.
+  "tiny"  a random tiny FLUX and VAE on procedural scenes, no weight files: CPU tests and smoke
+          runs (the random base comes from `config.seed`; see docs/flux.md).
 Weights are local paths (memory-mapped; copy them from a bucket to each host first): the transformer as the original single file
 (`flux1-dev.safetensors`) or diffusers' `transformer/` directory (sharded, with its index), the
 VAE as diffusers' `vae/` directory; text embeddings are one precomputed prompt

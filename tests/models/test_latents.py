@@ -1,11 +1,19 @@
-"""Latent codecs: exact pixel mapping; VAE shapes, params-file round trip and clear errors."""
+"""Latent codecs: exact pixel mapping; VAE shapes, params-file round trip and clear errors; the
+VAE mode is the FLUX VAE architecture (loads diffusers weights)."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.default import get_config
+from diffcamera_jax.models.autoencoder import AutoencoderConfig
 from diffcamera_jax.models.latents import LatentCodec, make_codec, save_params
+from diffcamera_jax.models.latents import vae_config_from_config
+from diffcamera_jax.weights import SafetensorsCheckpoint
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "flux")
 
 
 def _vae_config(**overrides):
@@ -84,3 +92,24 @@ def test_bad_mode_and_shapes():
     vae.encode(jnp.zeros((1, 8, 8, 4)))
   with pytest.raises(ValueError, match="latents"):
     vae.decode(jnp.zeros((1, 4, 4, 3)))
+
+
+def test_vae_mode_is_the_flux_vae_architecture():
+  from configs import tpu_v4
+  assert vae_config_from_config(tpu_v4.get_config().model.vae) == AutoencoderConfig()
+  tiny = vae_config_from_config(_vae_config().model.vae)
+  assert tiny.block_out_channels == (8, 16) and tiny.norm_num_groups == 8
+  assert (tiny.scaling_factor, tiny.shift_factor) == (0.5, 0.1)
+
+
+def test_diffusers_vae_weights_load_as_vae_params():
+  """The committed diffusers fixture (reference outputs from diffusers) through `make_codec`."""
+  config = _vae_config(channels=8, channel_mult=(1, 2, 2), latent_channels=16,
+                       scaling_factor=0.3611, shift_factor=0.1159)
+  config.model.vae.norm_num_groups = 4
+  config.model.vae_params = os.path.join(FIXTURES, "vae")
+  codec = make_codec(config)
+  io = SafetensorsCheckpoint(os.path.join(FIXTURES, "vae_io.safetensors"))
+  images, mean = (np.asarray(io.read(n)) for n in ("images", "mean"))
+  latents = ENCODE(codec, jnp.asarray((images + 1.0) / 2.0))
+  np.testing.assert_allclose(latents, (mean - 0.1159) * 0.3611, atol=1e-4)
