@@ -1,18 +1,20 @@
 """Run the refocusing benchmark on exported models and baselines; write JSON and an HTML report.
 
     python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--num-scenes N] \
-        [--size HxW] [--no-depth] [--folder F] [--steps S] --out OUT
+        [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] --out OUT
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), the model, and each
 ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
-and docs/evaluation.md for the metrics. Bad input prints one line on stderr and exits with 2.
+and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
+`diffcamera_jax.lpips`) every task also gets an LPIPS score (`{task}/lpips`). Bad input prints one line on stderr and exits with 2.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
   p.add_argument("--examples", type=int, default=4, help="scenes shown in the image grids")
+  p.add_argument("--lpips-weights", default=None,
+                 help="local LPIPS weights (.npz/.safetensors, see diffcamera_jax.lpips): adds "
+                      "an LPIPS score per task")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
   return p
@@ -76,6 +81,8 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--ablation: names must be unique, got {names}")
   if args.folder is not None and not os.path.isdir(args.folder):
     raise ValueError(f"--folder {args.folder}: no such directory")
+  if args.lpips_weights is not None and not os.path.isfile(args.lpips_weights):
+    raise ValueError(f"--lpips-weights {args.lpips_weights}: no such file")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
 
@@ -97,6 +104,60 @@ def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[i
     methods[label] = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed)
     size = size or tuple(refocuser.config.data.image_size)
   return methods, size
+
+
+def _request_key(reference, focus, blur) -> bytes:
+  h = hashlib.blake2b(digest_size=16)
+  for a in (reference, focus, blur):
+    a = np.ascontiguousarray(np.asarray(a, np.float32))
+    h.update(repr(a.shape).encode())
+    h.update(a.tobytes())
+  return h.digest()
+
+
+class LpipsScores:
+  """LPIPS of a method's task outputs against the ground truth, alongside `benchmark.run`.
+
+  `benchmark.run` calls the method once per task request (and for the stacking and sweep scores);
+  the wrapper from `wrap` recognises the task requests by their content (reference, focus, blur)
+  and scores those outputs against the task's target. Ground truth is re-rendered per batch.
+  """
+
+  def __init__(self, model, scenes, spec, batch_size: int):
+    from diffcamera_jax import benchmark
+    self.model, self.scenes, self.spec, self.batch_size = model, scenes, spec, batch_size
+    self.requests = {}  # request key -> (first scene index of the batch, task)
+    for start in range(0, len(scenes), batch_size):
+      gt = self._ground_truth(start)
+      for task in benchmark.TASKS:
+        reference, focus, blur, _ = benchmark.task_request(gt, task)
+        self.requests[_request_key(reference, focus, blur)] = (start, task)
+    self._cached = (None, None)
+
+  def _ground_truth(self, start: int):
+    from diffcamera_jax import benchmark
+    batch = self.scenes[start:start + self.batch_size]
+    return benchmark.ground_truth(batch, range(start, start + len(batch)), self.spec)
+
+  def wrap(self, method: Callable) -> tuple[Callable, dict]:
+    """(method that also records LPIPS, {task: [num_scenes] scores, NaN until scored})."""
+    from diffcamera_jax import benchmark
+    scores = {task: np.full(len(self.scenes), np.nan) for task in benchmark.TASKS}
+
+    def scored(reference, disparity, focus, blur):
+      out = method(reference, disparity, focus, blur)
+      hit = self.requests.get(_request_key(reference, focus, blur))
+      if hit is not None:
+        start, task = hit
+        if self._cached[0] != start:
+          self._cached = (start, self._ground_truth(start))
+        target = benchmark.task_request(self._cached[1], task)[3]
+        out32 = np.asarray(out, np.float32)
+        if out32.shape == target.shape:
+          scores[task][start:start + len(target)] = np.asarray(self.model(out32, target))
+      return out
+
+    return scored, scores
 
 
 def _enlarge(frames: list[np.ndarray], min_width: int = 128) -> list[np.ndarray]:
@@ -147,15 +208,31 @@ def evaluate(args: argparse.Namespace) -> dict:
   benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width)}
   if args.folder:
     benches["folder"] = benchmark.folder_scenes(args.folder, height, width)
+  lpips_model = None
+  if args.lpips_weights:
+    from diffcamera_jax.lpips import LPIPS
+    try:
+      lpips_model = LPIPS.load(args.lpips_weights)
+    except Exception as e:  # an unreadable or foreign file: one line, exit 2
+      raise ValueError(f"--lpips-weights {args.lpips_weights}: {e}") from None
   results = {"settings": {k: v for k, v in vars(args).items() if k != "ablation"}
              | {"ablations": dict(args.ablation), "spec": dataclasses.asdict(spec)}, "benchmarks": {}}
   for bench_name, scenes in benches.items():
     runs = {}
+    lpips_scores = (LpipsScores(lpips_model, scenes, spec, args.batch_size)
+                    if lpips_model is not None else None)
     for name, method in methods.items():
       progress = lambda it, d=f"{bench_name} / {name}": tqdm(it, desc=d, disable=args.quiet,
                                                              file=sys.stderr)
+      if lpips_scores is not None:
+        method, lpips_by_task = lpips_scores.wrap(method)
       runs[name] = benchmark.run(method, scenes, spec, batch_size=args.batch_size,
                                  num_examples=args.examples, progress=progress)
+      if lpips_scores is not None:
+        for task, v in lpips_by_task.items():
+          runs[name]["per_scene"][f"{task}/lpips"] = v.tolist()
+          runs[name]["summary"][f"{task}/lpips"] = (float(np.nanmean(v)) if np.isfinite(v).any()
+                                                    else float("nan"))
     results["benchmarks"][bench_name] = {
         "num_scenes": len(scenes), "size": [height, width],
         "sweep_levels": spec.sweep(height, width).tolist(),
@@ -198,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   for bench_name, bench in results["benchmarks"].items():
     for method, r in bench["methods"].items():
       s = r["summary"]
-      cells = "  ".join(f"{k} {_fmt(s.get(k))}" for k in
-                        ("bokeh/psnr", "deblur/psnr", "refocus/psnr", "sweep/lvcorr"))
+      keys = ["bokeh/psnr", "deblur/psnr", "refocus/psnr", "sweep/lvcorr"]
+      keys += [f"{t}/lpips" for t in ("bokeh", "deblur", "refocus") if f"{t}/lpips" in s]
+      cells = "  ".join(f"{k} {_fmt(s.get(k))}" for k in keys)
       print(f"{bench_name:10s} {method:24s} {cells}")
   print(os.path.join(args.out, "report.html"))
   return 0

@@ -155,3 +155,49 @@ def test_bad_weights_and_inputs(tmp_path, small):
 def test_min_sizes():
   assert lpips.min_size("alex") == 31 and lpips.min_size("vgg") == 16
   assert lpips.feature_shapes("alex", 64, 64)[0] == (15, 15)
+
+
+# ---- the benchmark's LPIPS columns (`python -m diffcamera_jax.evaluate --lpips-weights FILE`) ----
+
+@pytest.mark.slow
+def test_evaluate_adds_lpips_per_task(tmp_path, capsys):
+  import json
+
+  from diffcamera_jax import evaluate
+  out = tmp_path / "eval"
+  argv = ["--num-scenes", "1", "--size", "32x32", "--examples", "0", "--quiet",
+          "--lpips-weights", os.path.join(FIXTURES, "alex_weights.npz"), "--out", str(out)]
+  assert evaluate.main(argv) == 0
+  methods = json.loads((out / "results.json").read_text())["benchmarks"]["procedural"]["methods"]
+  same, renderer = methods["input unchanged"], methods["renderer (true depth)"]
+  for m in (same, renderer):
+    for task in ("bokeh", "deblur", "refocus"):
+      assert len(m["per_scene"][f"{task}/lpips"]) == 1
+      assert all(v is not None and v >= 0 for v in m["per_scene"][f"{task}/lpips"])
+  # The renderer with true depth reproduces the bokeh target exactly; the unchanged input does not.
+  assert renderer["summary"]["bokeh/lpips"] == 0.0
+  assert same["summary"]["bokeh/lpips"] > 0
+  # Unchanged input: bokeh compares (image, render) and deblur (render, image), so LPIPS symmetry
+  # makes them equal; neither baseline can deblur, so theirs agree too.
+  np.testing.assert_allclose(same["per_scene"]["bokeh/lpips"], same["per_scene"]["deblur/lpips"],
+                             rtol=1e-5)
+  np.testing.assert_allclose(renderer["per_scene"]["deblur/lpips"],
+                             same["per_scene"]["deblur/lpips"], rtol=1e-5)
+  assert "bokeh/lpips" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, expected", [
+    (None, "no such file"),
+    (lambda p: p.write_bytes(b"not a zip"), "--lpips-weights"),
+    (lambda p: np.savez(p, x=np.zeros(3)), "lack"),
+])
+def test_evaluate_bad_lpips_weights_exit_2(tmp_path, capsys, make, expected):
+  from diffcamera_jax import evaluate
+  path = tmp_path / "w.npz"
+  if make is not None:
+    make(path)
+  argv = ["--num-scenes", "1", "--size", "32x32", "--quiet", "--lpips-weights", str(path),
+          "--out", str(tmp_path / "o")]
+  assert evaluate.main(argv) == evaluate.EXIT_BAD_INPUT
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and expected in err[0]
