@@ -1,5 +1,7 @@
 """Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
 
+With `config.objective.residual` the flow generates the change `enc(target) - enc(reference)`,
+which is added back to the encoded reference before decoding.
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
 One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
@@ -30,6 +32,7 @@ def make_sampler(model: DiT, codec: LatentCodec,
                  config: ml_collections.ConfigDict) -> Callable[..., jnp.ndarray]:
   """The jitted refocusing sampler for `model` (see the module docstring)."""
   objective = config.objective
+  residual = bool(objective.get("residual", False))
 
   @jax.jit
   def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
@@ -50,7 +53,10 @@ def make_sampler(model: DiT, codec: LatentCodec,
                          train=False)
 
     noise = jax.random.normal(rng, reference.shape, jnp.float32)
-    return codec.decode(flow.euler_sample(velocity, noise, num_steps, mu))
+    x0 = flow.euler_sample(velocity, noise, num_steps, mu)
+    if residual:  # the flow generated enc(target) - enc(reference)
+      x0 = x0 + reference
+    return codec.decode(x0)
 
   def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
              camera: jnp.ndarray, rng: jax.Array,
