@@ -1,14 +1,17 @@
 """Run the refocusing benchmark on exported models and baselines; write JSON and an HTML report.
 
     python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--num-scenes N] \
-        [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] --out OUT
+        [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] \
+        [--clip-weights FILE] --out OUT
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), the model, and each
 ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
-`diffcamera_jax.lpips`) every task also gets an LPIPS score (`{task}/lpips`). Bad input prints one line on stderr and exits with 2.
+`diffcamera_jax.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
+`--clip-weights` (`diffcamera_jax.clip_image`) a CLIP-I score (`{task}/clip_i`). Bad input
+prints one line on stderr and exits with 2.
 """
 from __future__ import annotations
 
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--lpips-weights", default=None,
                  help="local LPIPS weights (.npz/.safetensors, see diffcamera_jax.lpips): adds "
                       "an LPIPS score per task")
+  p.add_argument("--clip-weights", default=None,
+                 help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
+                      "config.json beside it; see diffcamera_jax.clip_image): adds CLIP-I per task")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
   return p
@@ -83,6 +89,8 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--folder {args.folder}: no such directory")
   if args.lpips_weights is not None and not os.path.isfile(args.lpips_weights):
     raise ValueError(f"--lpips-weights {args.lpips_weights}: no such file")
+  if args.clip_weights is not None and not os.path.isfile(args.clip_weights):
+    raise ValueError(f"--clip-weights {args.clip_weights}: no such file")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
 
@@ -115,17 +123,18 @@ def _request_key(reference, focus, blur) -> bytes:
   return h.digest()
 
 
-class LpipsScores:
-  """LPIPS of a method's task outputs against the ground truth, alongside `benchmark.run`.
+class TaskScores:
+  """Extra metrics (`{name: fn(output, target) -> [B]}`) of a method's task outputs against the
+  ground truth, alongside `benchmark.run` (used for LPIPS and CLIP-I).
 
   `benchmark.run` calls the method once per task request (and for the stacking and sweep scores);
   the wrapper from `wrap` recognises the task requests by their content (reference, focus, blur)
   and scores those outputs against the task's target. Ground truth is re-rendered per batch.
   """
 
-  def __init__(self, model, scenes, spec, batch_size: int):
+  def __init__(self, metrics: dict[str, Callable], scenes, spec, batch_size: int):
     from diffcamera_jax import benchmark
-    self.model, self.scenes, self.spec, self.batch_size = model, scenes, spec, batch_size
+    self.metrics, self.scenes, self.spec, self.batch_size = metrics, scenes, spec, batch_size
     self.requests = {}  # request key -> (first scene index of the batch, task)
     for start in range(0, len(scenes), batch_size):
       gt = self._ground_truth(start)
@@ -140,9 +149,10 @@ class LpipsScores:
     return benchmark.ground_truth(batch, range(start, start + len(batch)), self.spec)
 
   def wrap(self, method: Callable) -> tuple[Callable, dict]:
-    """(method that also records LPIPS, {task: [num_scenes] scores, NaN until scored})."""
+    """(method that also scores, {"task/metric": [num_scenes] scores, NaN until scored})."""
     from diffcamera_jax import benchmark
-    scores = {task: np.full(len(self.scenes), np.nan) for task in benchmark.TASKS}
+    scores = {f"{task}/{m}": np.full(len(self.scenes), np.nan)
+              for task in benchmark.TASKS for m in self.metrics}
 
     def scored(reference, disparity, focus, blur):
       out = method(reference, disparity, focus, blur)
@@ -154,7 +164,8 @@ class LpipsScores:
         target = benchmark.task_request(self._cached[1], task)[3]
         out32 = np.asarray(out, np.float32)
         if out32.shape == target.shape:
-          scores[task][start:start + len(target)] = np.asarray(self.model(out32, target))
+          for m, fn in self.metrics.items():
+            scores[f"{task}/{m}"][start:start + len(target)] = np.asarray(fn(out32, target))
       return out
 
     return scored, scores
@@ -208,31 +219,32 @@ def evaluate(args: argparse.Namespace) -> dict:
   benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width)}
   if args.folder:
     benches["folder"] = benchmark.folder_scenes(args.folder, height, width)
-  lpips_model = None
-  if args.lpips_weights:
-    from diffcamera_jax.lpips import LPIPS
-    try:
-      lpips_model = LPIPS.load(args.lpips_weights)
-    except Exception as e:  # an unreadable or foreign file: one line, exit 2
-      raise ValueError(f"--lpips-weights {args.lpips_weights}: {e}") from None
+  from diffcamera_jax.clip_image import ClipImageEncoder
+  from diffcamera_jax.lpips import LPIPS
+  extra = {}  # metric name -> fn(output, target)
+  for flag, path, name, cls in (("--lpips-weights", args.lpips_weights, "lpips", LPIPS),
+                                ("--clip-weights", args.clip_weights, "clip_i", ClipImageEncoder)):
+    if path:
+      try:
+        extra[name] = cls.load(path)
+      except Exception as e:  # an unreadable or foreign file: one line, exit 2
+        raise ValueError(f"{flag} {path}: {e}") from None
   results = {"settings": {k: v for k, v in vars(args).items() if k != "ablation"}
              | {"ablations": dict(args.ablation), "spec": dataclasses.asdict(spec)}, "benchmarks": {}}
   for bench_name, scenes in benches.items():
     runs = {}
-    lpips_scores = (LpipsScores(lpips_model, scenes, spec, args.batch_size)
-                    if lpips_model is not None else None)
+    task_scores = TaskScores(extra, scenes, spec, args.batch_size) if extra else None
     for name, method in methods.items():
       progress = lambda it, d=f"{bench_name} / {name}": tqdm(it, desc=d, disable=args.quiet,
                                                              file=sys.stderr)
-      if lpips_scores is not None:
-        method, lpips_by_task = lpips_scores.wrap(method)
+      if task_scores is not None:
+        method, extra_scores = task_scores.wrap(method)
       runs[name] = benchmark.run(method, scenes, spec, batch_size=args.batch_size,
                                  num_examples=args.examples, progress=progress)
-      if lpips_scores is not None:
-        for task, v in lpips_by_task.items():
-          runs[name]["per_scene"][f"{task}/lpips"] = v.tolist()
-          runs[name]["summary"][f"{task}/lpips"] = (float(np.nanmean(v)) if np.isfinite(v).any()
-                                                    else float("nan"))
+      if task_scores is not None:
+        for key, v in extra_scores.items():
+          runs[name]["per_scene"][key] = v.tolist()
+          runs[name]["summary"][key] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     results["benchmarks"][bench_name] = {
         "num_scenes": len(scenes), "size": [height, width],
         "sweep_levels": spec.sweep(height, width).tolist(),
@@ -276,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for method, r in bench["methods"].items():
       s = r["summary"]
       keys = ["bokeh/psnr", "deblur/psnr", "refocus/psnr", "sweep/lvcorr"]
-      keys += [f"{t}/lpips" for t in ("bokeh", "deblur", "refocus") if f"{t}/lpips" in s]
+      keys += [f"{t}/{m}" for m in ("lpips", "clip_i") for t in ("bokeh", "deblur", "refocus")
+               if f"{t}/{m}" in s]
       cells = "  ".join(f"{k} {_fmt(s.get(k))}" for k in keys)
       print(f"{bench_name:10s} {method:24s} {cells}")
   print(os.path.join(args.out, "report.html"))
