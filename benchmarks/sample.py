@@ -6,8 +6,10 @@ For each square size: the first call (trace + compile + one run of `--steps` ste
 compiled sampler at `--steps` and `2 * --steps` steps (`num_steps` is traced, so neither
 recompiles). Per step = the difference / `--steps`; the fixed part (encode, decode, dispatch) is
 what remains; per image at the model's default step count = fixed + steps x per step. Batch 1,
-random weights (speed does not depend on them). A size whose attention logits would not fit in
-`--max_attention_gb` (the CPU path materialises them) is recorded as skipped with the estimate.
+random weights (speed does not depend on them). `--attention_chunk=Q` (> 0) sets
+`config.model.attention_chunk`, so attention materialises logits for Q queries at a time instead of
+all of them. A size whose attention logits (per chunk) would not fit in `--max_attention_gb` (the
+CPU path materialises them) is recorded as skipped with the estimate.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/sample_cpu.json", "JSON ou
 _SIZES = flags.DEFINE_list("sizes", ["256", "512"], "Square image sizes.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Steps of the short run (the long run doubles it).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats of each compiled run (median).")
+_ATTENTION_CHUNK = flags.DEFINE_integer(
+    "attention_chunk", -1, "Query block size of attention (0 = off; -1 = the config's value).")
 _MAX_ATTENTION_GB = flags.DEFINE_float(
     "max_attention_gb", 4.0, "Skip sizes whose attention logits exceed this many GB.")
 
@@ -42,12 +46,23 @@ def _timed(fn) -> float:
 
 
 def attention_gb(config, size: int) -> float:
-  """Bytes of one layer's f32 attention logits `[heads, T, T]` for a batch of 1, in GB."""
+  """Bytes of one layer's f32 attention logits `[heads, Q, T]` for a batch of 1, in GB.
+
+  Q = T (all queries) without query chunking, else `config.model.attention_chunk`.
+  """
   from diffcamera_jax.models.sizes import get_size
-  s = get_size(config.model.size)
+  t = tokens(config, size)
+  chunk = int(config.model.attention_chunk)
+  queries = min(chunk, t) if chunk > 0 else t
+  return get_size(config.model.size).num_heads * queries * t * 4 / 1e9
+
+
+def tokens(config, size: int) -> int:
+  """Sequence length of the DiT at `size`^2 (target + reference (+ depth) + camera tokens)."""
+  from diffcamera_jax.models.sizes import get_size
   grid = (size // config.model.patch_size) ** 2
-  tokens = 2 * grid + s.num_camera_tokens + (grid if config.model.depth_mode == "tokens" else 0)
-  return s.num_heads * tokens ** 2 * 4 / 1e9
+  return (2 * grid + get_size(config.model.size).num_camera_tokens
+          + (grid if config.model.depth_mode == "tokens" else 0))
 
 
 def measure(config, size: int) -> dict:
@@ -76,6 +91,7 @@ def measure(config, size: int) -> dict:
       "jitted_ms_per_step": 1e3 * per_step, "jitted_fixed_ms": 1e3 * fixed,
       "default_steps": default_steps,
       "jitted_ms_per_image": 1e3 * (fixed + default_steps * per_step),
+      "tokens": tokens(config, size),
       "attention_gb_per_layer": attention_gb(config, size),
   }
 
@@ -83,6 +99,8 @@ def measure(config, size: int) -> dict:
 def main(argv) -> None:
   del argv
   config = default.get_config()
+  if _ATTENTION_CHUNK.value >= 0:
+    config.model.attention_chunk = _ATTENTION_CHUNK.value
   results = []
   for size in (int(s) for s in _SIZES.value):
     gb = attention_gb(config, size)
@@ -94,6 +112,8 @@ def main(argv) -> None:
     print(json.dumps(results[-1]))
   out = {"benchmark": "sample", "model": {"size": config.model.size,
                                           "patch_size": config.model.patch_size,
+                                          "attention_chunk": int(config.model.attention_chunk),
+                                          "depth_mode": config.model.depth_mode,
                                           "latent_mode": config.model.latent_mode},
          "device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
          "host": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
