@@ -16,6 +16,18 @@ COLUMNS = (
     ("refocus/focus_accuracy", "refocus focus acc.", "↑"),
     ("stacking/psnr", "stacking PSNR", "↑"), ("sweep/lvcorr", "LVCorr", "↑"),
 )
+# Shown only when the run computed them (--lpips-weights / --clip-weights).
+OPTIONAL_COLUMNS = tuple(
+    (f"{task}/{metric}", f"{task} {title}", arrow)
+    for metric, title, arrow in (("lpips", "LPIPS", "↓"), ("clip_i", "CLIP-I", "↑"))
+    for task in ("bokeh", "deblur", "refocus"))
+
+
+def _columns(methods: Mapping[str, Any]) -> tuple:
+  present = {key for result in methods.values() for key in result["summary"]}
+  return COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if c[0] in present)
+
+
 _STYLE = """body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}
@@ -29,10 +41,11 @@ def _fmt(v: Any) -> str:
 
 
 def _table(methods: Mapping[str, Any]) -> str:
-  head = "".join(f"<th>{html.escape(title)} {arrow}</th>" for _, title, arrow in COLUMNS)
+  columns = _columns(methods)
+  head = "".join(f"<th>{html.escape(title)} {arrow}</th>" for _, title, arrow in columns)
   rows = []
   for name, result in methods.items():
-    cells = "".join(f"<td>{_fmt(result['summary'].get(key))}</td>" for key, _, _ in COLUMNS)
+    cells = "".join(f"<td>{_fmt(result['summary'].get(key))}</td>" for key, _, _ in columns)
     rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
   return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
 
