@@ -1,7 +1,8 @@
 """Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
 
 With `config.objective.residual` the flow generates the change `enc(target) - enc(reference)`,
-which is added back to the encoded reference before decoding.
+which is added back to the encoded reference before decoding. With `objective.prediction="x0"`
+the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t`.
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
 One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
@@ -33,6 +34,7 @@ def make_sampler(model: DiT, codec: LatentCodec,
   """The jitted refocusing sampler for `model` (see the module docstring)."""
   objective = config.objective
   residual = bool(objective.get("residual", False))
+  x0_prediction = objective.get("prediction", "velocity") == "x0"
 
   @jax.jit
   def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
@@ -49,8 +51,11 @@ def make_sampler(model: DiT, codec: LatentCodec,
     mu = flow.resolution_shift(grid, objective.shift_base, objective.shift_max)
 
     def velocity(x, t):
-      return model.apply({"params": params}, x, t, reference, disparity, camera, keep,
-                         train=False)
+      out = model.apply({"params": params}, x, t, reference, disparity, camera, keep,
+                        train=False)
+      if x0_prediction:  # the network predicts x0; the Euler grid never evaluates t = 0
+        return (x - out) / t[:, None, None, None]
+      return out
 
     noise = jax.random.normal(rng, reference.shape, jnp.float32)
     x0 = flow.euler_sample(velocity, noise, num_steps, mu)

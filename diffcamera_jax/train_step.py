@@ -44,7 +44,9 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   """`L = L_flow + stack_weight * L_stack` on one device batch, and the loss terms.
 
   `apply_fn` is the DiT's `apply`; `patch_size` sets the token count for the timestep shift.
-  With `objective.residual` the flow's data end is `enc(target) - enc(reference)` (docs/model.md).
+  With `objective.residual` the flow's data end is `enc(target) - enc(reference)`; with
+  `objective.prediction="x0"` the network predicts the clean latent and the flow term is the x0
+  error (docs/model.md).
   """
   missing = [k for k in REQUIRED_KEYS if k not in batch]
   if missing:
@@ -75,11 +77,17 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
 
   t2, noise2 = _pair(t, t), _pair(noise, noise)
   x_t = flow.interpolate(x0, noise2, t2)
-  v_hat = apply_fn({"params": params}, x_t, t2, _pair(reference, reference),
-                   _pair(batch["disparity"], batch["disparity"]), camera, _pair(keep, keep),
-                   train=True, rngs={"dropout": rng_dropout})
-  l_flow = flow_loss(v_hat, flow.velocity_target(x0, noise2))
-  x0_first, x0_second = _unpair(flow.denoised_estimate(x_t, t2, v_hat))
+  out = apply_fn({"params": params}, x_t, t2, _pair(reference, reference),
+                 _pair(batch["disparity"], batch["disparity"]), camera, _pair(keep, keep),
+                 train=True, rngs={"dropout": rng_dropout})
+  if objective.get("prediction", "velocity") == "x0":
+    # The network outputs x0_hat itself (v_hat = (x_t - x0_hat) / t); the loss is on x0.
+    x0_hat = out
+    l_flow = flow_loss(x0_hat, x0)
+  else:
+    l_flow = flow_loss(out, flow.velocity_target(x0, noise2))
+    x0_hat = flow.denoised_estimate(x_t, t2, out)
+  x0_first, x0_second = _unpair(x0_hat)
   l_stack = stacking_loss(x0_first, x0_second, batch["stack_mask"], multifocus)
   loss = l_flow + objective.stack_weight * l_stack
   return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack,

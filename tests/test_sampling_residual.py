@@ -32,6 +32,7 @@ def _oracle_metrics(batch, codec, objective, subtract_reference):
 def test_residual_losses_are_zero_for_the_residual_oracle_only():
   config = tiny_config()
   config.objective.residual = True
+  config.objective.prediction = "velocity"
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
   codec = _codec()
   good = _oracle_metrics(batch, codec, config.objective, subtract_reference=True)
@@ -56,6 +57,7 @@ def test_residual_sampler_adds_the_reference_back():
   codec = _codec()
   image = np.random.RandomState(0).uniform(0.1, 0.9, (16, 16, 3)).astype(np.float32)
   camera = jnp.zeros((2, 6), jnp.float32)
+  config.objective.prediction = "velocity"
   config.objective.residual = True
   out = make_sampler(_ZeroChangeModel(), codec, config)(None, image, None, camera,
                                                         jax.random.key(1), num_steps=3)
@@ -64,3 +66,33 @@ def test_residual_sampler_adds_the_reference_back():
   out = make_sampler(_ZeroChangeModel(), codec, config)(None, image, None, camera,
                                                         jax.random.key(1), num_steps=3)
   np.testing.assert_allclose(out, 0.5, atol=1e-5)  # x0 = 0 decodes to mid-grey
+
+
+def test_x0_prediction_oracle_zeroes_the_losses():
+  config = tiny_config()
+  config.objective.residual = True
+  config.objective.prediction = "x0"
+  batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
+  codec = _codec()
+  ref = codec.encode(batch["reference"])
+  x0 = codec.encode(_pair(batch["target"], batch["target_2"])) - _pair(ref, ref)
+  apply_fn = lambda variables, x_t, t, *args, **kwargs: x0
+  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config.objective, 4)
+  assert float(metrics["flow_loss"]) < 1e-10 and float(metrics["stack_loss"]) < 1e-10
+
+
+class _ZeroX0Model:
+  patch_size = 4
+
+  def apply(self, variables, x, t, reference, disparity, camera, keep, train):
+    return jnp.zeros_like(x)
+
+
+def test_x0_prediction_sampler_ends_at_the_prediction():
+  config = tiny_config()
+  config.objective.residual = True
+  config.objective.prediction = "x0"
+  image = np.random.RandomState(0).uniform(0.1, 0.9, (16, 16, 3)).astype(np.float32)
+  out = make_sampler(_ZeroX0Model(), _codec(), config)(None, image, None, jnp.zeros((2, 6)),
+                                                       jax.random.key(1), num_steps=4)
+  np.testing.assert_allclose(out, np.broadcast_to(image, out.shape), atol=1e-5)

@@ -98,6 +98,8 @@ def _oracle_losses(batch, codec, config):
   def apply_fn(variables, x_t, t, reference, disparity, camera, keep, train, rngs):
     del variables, reference, disparity, train, rngs
     seen.update(t=t, camera=camera, keep=keep)
+    if config.objective.prediction == "x0":
+      return x0
     return (x_t - x0) / t[:, None, None, None]
 
   loss, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0),
