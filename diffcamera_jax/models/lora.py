@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffcamera_jax.weights import safetensors_io
+from diffcamera_jax.weights import loader, safetensors_io
 
 Dtype = Any
 LORA_LEAVES = ("lora_a", "lora_b")
@@ -249,16 +249,5 @@ def read_lora_config(path: str) -> LoRAConfig:
 # ----------------------------------------------------------------------------- nested dict utils
 
 
-def _flatten(tree: Any) -> dict[tuple[str, ...], Any]:
-  leaves = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(tree))[0]
-  return {_path_names(p): v for p, v in leaves}
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-  out: dict = {}
-  for key, value in flat.items():
-    node = out
-    for k in key[:-1]:
-      node = node.setdefault(k, {})
-    node[key[-1]] = value
-  return out
+_flatten = loader.flatten  # `{path: leaf}` with paths as tuples of names
+_unflatten = loader.unflatten
