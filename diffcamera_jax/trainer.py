@@ -85,36 +85,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   # Multi-process CPU collectives can deadlock when processes run ahead (DESIGN.md pitfalls).
   block_each_step = jax.process_count() > 1 and jax.devices()[0].platform == "cpu"
   step = start_step
-  with metric_writers.ensure_flushes(writer):
-    while step < config.train.num_steps:
-      with report.timed("data"):
-        host_batch = next(data_iter)
-        batch = pipeline.to_global_batch(host_batch, mesh)
-      step_rng = jax.random.fold_in(loop_rng, step)
-      render_rng, update_rng = jax.random.split(step_rng)
-      example = simulate(batch, render_rng)
-      state, metrics = train_step(state, example, update_rng)
-      if block_each_step:
-        jax.block_until_ready(metrics)
-      step += 1
-      report(step)
+  try:
+    with metric_writers.ensure_flushes(writer):
+      while step < config.train.num_steps:
+        with report.timed("data"):
+          host_batch = next(data_iter)
+          batch = pipeline.to_global_batch(host_batch, mesh)
+        step_rng = jax.random.fold_in(loop_rng, step)
+        render_rng, update_rng = jax.random.split(step_rng)
+        example = simulate(batch, render_rng)
+        state, metrics = train_step(state, example, update_rng)
+        if block_each_step:
+          jax.block_until_ready(metrics)
+        step += 1
+        report(step)
 
-      is_last = step == config.train.num_steps
-      must_stop = stop.should_stop(step, sync=step % config.train.log_every == 0 or is_last)
-      save_due = must_stop or is_last or step % config.train.checkpoint_every == 0
-      if step % config.train.log_every == 0 or save_due:
-        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(step, scalars)
-        writer.write_scalars(step, scalars)
-      if step % config.train.eval_every == 0:
-        with report.timed("eval"):
-          evaluator.run(train_state.full_params(state.ema_params, frozen), step, writer)
-      if save_due:
-        checkpointing.save(manager, step, state, data_iter, config, force=True)
-      if must_stop:
-        logging.warning("stop requested (SIGTERM): checkpoint saved at step %d, exiting", step)
-        break
-  manager.wait_until_finished()
-  manager.close()
-  stop.restore_handler()
+        is_last = step == config.train.num_steps
+        must_stop = stop.should_stop(step, sync=step % config.train.log_every == 0 or is_last)
+        save_due = must_stop or is_last or step % config.train.checkpoint_every == 0
+        if step % config.train.log_every == 0 or save_due:
+          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          _check_finite(step, scalars)
+          writer.write_scalars(step, scalars)
+        if step % config.train.eval_every == 0:
+          with report.timed("eval"):
+            evaluator.run(train_state.full_params(state.ema_params, frozen), step, writer)
+        if save_due:
+          checkpointing.save(manager, step, state, data_iter, config, force=True)
+        if must_stop:
+          logging.warning("stop requested (SIGTERM): checkpoint saved at step %d, exiting", step)
+          break
+  finally:  # Also on errors (e.g. a non-finite loss): finish the saves already started.
+    manager.wait_until_finished()
+    manager.close()
+    stop.restore_handler()
   return state
