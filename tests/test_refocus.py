@@ -54,8 +54,17 @@ def test_focal_stack_writes_frames_sheet_and_gif(files):
     assert Image.open(files / f"stack_{i:03d}.png").size == (28, 20)
   sheet = Image.open(files / "stack_sheet.png")
   assert sheet.size[0] > 2 * 28 and sheet.size[1] > 2 * 20
+  frames = [np.asarray(Image.open(files / f"stack_{i:03d}.png").convert("RGB")) for i in range(4)]
+  distinct = 1 + sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
   with Image.open(files / "stack.gif") as gif:
-    assert gif.n_frames == 4
+    # Pillow merges identical consecutive frames (adding their durations): the animation still
+    # lasts 4 frames' time, with one GIF frame per change.
+    assert gif.n_frames == distinct
+    total_ms = 0
+    for i in range(gif.n_frames):
+      gif.seek(i)
+      total_ms += gif.info["duration"]
+    assert total_ms == 4 * 250
 
 
 def test_exif_rotated_input_gives_upright_output(files):
