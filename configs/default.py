@@ -124,7 +124,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- training loop
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 400  # ~20 minutes on a heavily shared 2-core CPU (README, Results)
+  config.train.num_steps = 400  # ~10 minutes on the shared 2-core CPU (README, Results)
   config.train.log_every = 25
   config.train.eval_every = 500
   config.train.checkpoint_every = 250
