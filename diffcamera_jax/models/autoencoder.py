@@ -250,6 +250,14 @@ def latents_to_images(vae: AutoencoderKL, params: Any, latents: jnp.ndarray) -> 
   return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
 
+def latent_grid(image_hw: tuple[int, int], downsample: int, channels: int) -> tuple[int, int, int]:
+  """`(h, w, C)` of the latents of an `image_hw` image; raises if `downsample` does not divide it."""
+  if image_hw[0] % downsample or image_hw[1] % downsample:
+    raise ValueError(f"image size {tuple(image_hw)} is not divisible by the codec's "
+                     f"downsampling factor {downsample}")
+  return image_hw[0] // downsample, image_hw[1] // downsample, channels
+
+
 @struct.dataclass
 class FluxCodec:
   """The latent codec (same interface as `models.latents.LatentCodec`) with the FLUX VAE.
@@ -273,11 +281,7 @@ class FluxCodec:
     return self.config.latent_channels
 
   def latent_shape(self, image_hw: tuple[int, int]) -> tuple[int, int, int]:
-    f = self.downsample
-    if image_hw[0] % f or image_hw[1] % f:
-      raise ValueError(f"image size {tuple(image_hw)} is not divisible by the VAE's "
-                       f"downsampling factor {f}")
-    return image_hw[0] // f, image_hw[1] // f, self.latent_channels
+    return latent_grid(image_hw, self.downsample, self.latent_channels)
 
   def encode(self, images: jnp.ndarray) -> jnp.ndarray:
     return images_to_latents(self.vae, self.params, images.astype(jnp.float32))

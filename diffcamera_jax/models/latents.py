@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from flax import struct, traverse_util
 
-from diffcamera_jax.models.autoencoder import (AutoencoderConfig, AutoencoderKL,
+from diffcamera_jax.models.autoencoder import (AutoencoderConfig, AutoencoderKL, latent_grid,
                                                images_to_latents, latents_to_images)
 from diffcamera_jax.weights import SafetensorsCheckpoint, load_autoencoder
 
@@ -49,11 +49,7 @@ class LatentCodec:
 
   def latent_shape(self, image_hw: tuple[int, int]) -> tuple[int, int, int]:
     """`(h, w, C)` of the latents of an `image_hw` image; raises if `image_hw` does not divide."""
-    f = self.downsample
-    if image_hw[0] % f or image_hw[1] % f:
-      raise ValueError(f"image size {tuple(image_hw)} is not divisible by the codec's "
-                       f"downsampling factor {f}")
-    return image_hw[0] // f, image_hw[1] // f, self.latent_channels
+    return latent_grid(image_hw, self.downsample, self.latent_channels)
 
   def encode(self, images: jnp.ndarray) -> jnp.ndarray:
     if images.ndim != 4 or images.shape[-1] != 3:
