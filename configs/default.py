@@ -89,6 +89,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # With patch 8 a token holds 192 values but the S model is 128 wide: a velocity output must
   # carry the noise through that bottleneck and cannot (measured: output PSNR 12 at step 500).
   config.objective.prediction = "x0"  # "velocity" | "x0"
+  # "render": the flow generates the change from the classical re-render of the reference with
+  # the given depth (the reference itself where depth is absent), and the DiT sees that render
+  # beside the reference (diffcamera_jax/prior.py, docs/model.md). "none": the change from the
+  # reference alone, as in the paper.
+  config.objective.prior = "render"  # "none" | "render"
   config.objective.sample_steps = 4  # Euler steps for evaluation and refocusing
 
   # ---------------------------------------------------------------- optimiser

@@ -54,6 +54,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval.num_scenes = 32
   config.eval.sample_steps = 28
   config.objective.sample_steps = 28
+  config.objective.prior = "none"  # the physics prior is a DiT input only
 
   if arg == "1024":
     config.data.image_size = (1024, 1024)

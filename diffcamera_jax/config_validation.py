@@ -82,6 +82,15 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
       raise ConfigError(f"config.data.{field}={data[field]} must be a probability in [0, 1]")
   if not 0.0 <= config.objective.p_depth_drop <= 1.0:
     raise ConfigError(f"config.objective.p_depth_drop={config.objective.p_depth_drop} must be in [0, 1]")
+  prior = config.objective.prior
+  if prior not in ("none", "render"):
+    raise ConfigError(f"config.objective.prior={prior!r}: expected 'none' or 'render'")
+  if prior == "render" and model.name != "dit":
+    raise ConfigError(f"config.objective.prior='render' needs config.model.name='dit', got "
+                      f"{model.name!r}")
+  if prior == "render" and not config.objective.residual:
+    raise ConfigError("config.objective.prior='render' needs config.objective.residual=True "
+                      "(the flow generates the change from the prior)")
   if config.objective.stack_weight < 0:
     raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
   for blades in data.aperture_blades:

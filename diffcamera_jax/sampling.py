@@ -1,7 +1,9 @@
 """Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
 
-With `config.objective.residual` the flow generates the change `enc(target) - enc(reference)`,
-which is added back to the encoded reference before decoding. With `objective.prediction="x0"`
+With `config.objective.residual` the flow generates the change `enc(target) - enc(anchor)`, which
+is added back before decoding; the anchor is the reference, or with `objective.prior="render"` the
+physics prior (`diffcamera_jax.prior`: the classical re-render of the reference with the given
+depth, the reference itself without depth), which the network also sees. With `objective.prediction="x0"`
 the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t`.
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from diffcamera_jax import flow
+from diffcamera_jax import flow, prior
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.latents import LatentCodec
 
@@ -35,6 +37,7 @@ def make_sampler(model: DiT, codec: LatentCodec,
   objective = config.objective
   residual = bool(objective.get("residual", False))
   x0_prediction = objective.get("prediction", "velocity") == "x0"
+  use_prior = objective.get("prior", "none") == "render"
 
   @jax.jit
   def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
@@ -47,20 +50,27 @@ def make_sampler(model: DiT, codec: LatentCodec,
                          f"{reference_image.shape[1:3]}")
     keep = jnp.full((n,), disparity is not None)
     reference = codec.encode(reference_image)
+    anchor, extra = reference, {}
+    if use_prior and disparity is not None:  # without depth the prior is the reference
+      radius = prior.prior_max_radius(reference_image.shape[1:3], config.data.blur_range[1],
+                                      config.data.blur_reference_size)
+      extra["prior"] = anchor = codec.encode(prior.render_prior(
+          reference_image, disparity, camera, keep, gamma=float(config.data.gamma),
+          max_radius=radius))
     grid = (reference.shape[1] // model.patch_size) * (reference.shape[2] // model.patch_size)
     mu = flow.resolution_shift(grid, objective.shift_base, objective.shift_max)
 
     def velocity(x, t):
       out = model.apply({"params": params}, x, t, reference, disparity, camera, keep,
-                        train=False)
+                        train=False, **extra)
       if x0_prediction:  # the network predicts x0; the Euler grid never evaluates t = 0
         return (x - out) / t[:, None, None, None]
       return out
 
     noise = jax.random.normal(rng, reference.shape, jnp.float32)
     x0 = flow.euler_sample(velocity, noise, num_steps, mu)
-    if residual:  # the flow generated enc(target) - enc(reference)
-      x0 = x0 + reference
+    if residual:  # the flow generated enc(target) - anchor
+      x0 = x0 + anchor
     return codec.decode(x0)
 
   def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,

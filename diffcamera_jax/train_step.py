@@ -6,6 +6,7 @@ through the model together as a `[B, 2, ...]` batch folded to `[2B, ...]` (each 
 device), sharing the timestep, the noise, the reference, the depth and its dropout, so the mask
 blend of their denoised estimates compares like with like.
 """
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from diffcamera_jax import flow
+from diffcamera_jax import flow, prior
 from diffcamera_jax.losses import flow_loss, stacking_loss
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
@@ -40,11 +41,13 @@ def _unpair(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: dict,
                    rng: jax.Array, objective: ml_collections.ConfigDict,
-                   patch_size: int) -> tuple[jnp.ndarray, dict]:
+                   patch_size: int, prior_fn: Callable | None = None) -> tuple[jnp.ndarray, dict]:
   """`L = L_flow + stack_weight * L_stack` on one device batch, and the loss terms.
 
   `apply_fn` is the DiT's `apply`; `patch_size` sets the token count for the timestep shift.
-  With `objective.residual` the flow's data end is `enc(target) - enc(reference)`; with
+  With `objective.residual` the flow's data end is `enc(target) - enc(anchor)`, the anchor being
+  the reference, or with `prior_fn` (`objective.prior="render"`) the physics prior
+  `prior_fn(reference_image, disparity, camera, depth_keep)`, which the network also sees. With
   `objective.prediction="x0"` the network predicts the clean latent and the flow term is the x0
   error (docs/model.md).
   """
@@ -57,29 +60,38 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   x0 = codec.encode(_pair(batch["target"], batch["target_2"]))
   reference = codec.encode(batch["reference"])
   multifocus = codec.encode(batch["multifocus"])
-  if objective.get("residual", False):
-    # The flow generates the change `enc(target) - enc(reference)`; the mask blend of the pair
-    # then has to equal `enc(F) - enc(reference)` (the blend of a shared term is that term).
-    x0 = x0 - _pair(reference, reference)
-    multifocus = multifocus - reference
   blades, rotation = batch["aperture_blades"], batch["aperture_rotation"]
   camera = _pair(
       camera_features(batch["target_focus"], batch["target_blur"], (h_img, w_img), blades,
                       rotation),
       camera_features(batch["target_focus_2"], batch["target_blur"], (h_img, w_img), blades,
                       rotation))
+  keep = jax.random.uniform(rng_drop, (b,)) >= objective.p_depth_drop
+  reference2, disparity2, keep2 = (_pair(reference, reference),
+                                   _pair(batch["disparity"], batch["disparity"]), _pair(keep, keep))
+
+  extra = {}
+  anchor = jnp.zeros_like(x0)
+  if prior_fn is not None:  # the physics prior: seen by the network and the residual's anchor
+    prior_image = prior_fn(_pair(batch["reference"], batch["reference"]), disparity2, camera,
+                           keep2)
+    extra["prior"] = anchor = codec.encode(prior_image)
+  elif objective.get("residual", False):
+    anchor = reference2
+  if objective.get("residual", False):
+    # The flow generates the change `enc(target) - anchor`; the stacking blend is formed on
+    # `x0_hat + anchor`, back in the latent of the images.
+    x0 = x0 - anchor
 
   num_tokens = (x0.shape[1] // patch_size) * (x0.shape[2] // patch_size)
   mu = flow.resolution_shift(num_tokens, objective.shift_base, objective.shift_max)
   t = flow.sample_timesteps(rng_t, b, mu, objective.timestep_mean, objective.timestep_std)
   noise = jax.random.normal(rng_noise, reference.shape, jnp.float32)
-  keep = jax.random.uniform(rng_drop, (b,)) >= objective.p_depth_drop
 
   t2, noise2 = _pair(t, t), _pair(noise, noise)
   x_t = flow.interpolate(x0, noise2, t2)
-  out = apply_fn({"params": params}, x_t, t2, _pair(reference, reference),
-                 _pair(batch["disparity"], batch["disparity"]), camera, _pair(keep, keep),
-                 train=True, rngs={"dropout": rng_dropout})
+  out = apply_fn({"params": params}, x_t, t2, reference2, disparity2, camera, keep2,
+                 train=True, rngs={"dropout": rng_dropout}, **extra)
   if objective.get("prediction", "velocity") == "x0":
     # The network outputs x0_hat itself (v_hat = (x_t - x0_hat) / t); the loss is on x0.
     x0_hat = out
@@ -87,11 +99,20 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   else:
     l_flow = flow_loss(out, flow.velocity_target(x0, noise2))
     x0_hat = flow.denoised_estimate(x_t, t2, out)
-  x0_first, x0_second = _unpair(x0_hat)
+  x0_first, x0_second = _unpair(x0_hat + anchor)
   l_stack = stacking_loss(x0_first, x0_second, batch["stack_mask"], multifocus)
   loss = l_flow + objective.stack_weight * l_stack
   return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack,
                 "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}
+
+
+def training_prior_fn(config: ml_collections.ConfigDict) -> Callable | None:
+  """The physics prior at the training size (`objective.prior="render"`), else None."""
+  if config.objective.get("prior", "none") != "render":
+    return None
+  radius = prior.prior_max_radius(tuple(config.data.image_size), config.data.blur_range[1],
+                                  config.data.blur_reference_size)
+  return functools.partial(prior.render_prior, gamma=float(config.data.gamma), max_radius=radius)
 
 
 class TrainStep:
@@ -113,10 +134,11 @@ class TrainStep:
     self.rules = logical_rules(config)
     tx, schedule = make_optimizer(config), make_schedule(config)
     objective, ema_decay = config.objective, config.optim.ema_decay
+    prior_fn = training_prior_fn(config)
 
     def step(state: TrainState, batch: dict, rng: jax.Array, codec: LatentCodec, frozen: Any):
       loss_fn = lambda p: refocus_losses(model.apply, full_params(p, frozen), codec, batch, rng,
-                                         objective, model.patch_size)
+                                         objective, model.patch_size, prior_fn)
       (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)

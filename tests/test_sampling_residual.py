@@ -54,6 +54,7 @@ class _ZeroChangeModel:
 
 def test_residual_sampler_adds_the_reference_back():
   config = tiny_config()
+  config.objective.prior = "none"
   codec = _codec()
   image = np.random.RandomState(0).uniform(0.1, 0.9, (16, 16, 3)).astype(np.float32)
   camera = jnp.zeros((2, 6), jnp.float32)

@@ -42,6 +42,7 @@ def build_model(config: ml_collections.ConfigDict,
       depth_mode=m.depth_mode, camera_frequencies=m.camera_frequencies, rope_theta=m.rope_theta,
       mlp_activation=m.mlp_activation, dropout_rate=m.dropout, remat=m.remat,
       scan_layers=m.scan_layers, attention_chunk=m.attention_chunk,
+      use_prior=config.objective.get("prior", "none") == "render",
       dtype=_dtype(m.dtype, "dtype"), param_dtype=_dtype(m.param_dtype, "param_dtype"))
   return model, codec
 

@@ -42,11 +42,13 @@ def unpatchify(tokens: jnp.ndarray, grid_hw: tuple[int, int], patch: int) -> jnp
 
 
 class DiT(nn.Module):
-  """`apply(x_t, t, reference, disparity, camera, depth_keep, train) -> v_hat` on latents.
+  """`apply(x_t, t, reference, disparity, camera, depth_keep, train, prior) -> v_hat` on latents.
 
   x_t, reference: `[B, h, w, C]` latents; t: `[B]` in [0, 1]; disparity: `[B, H, W]` at image
   resolution (an integer multiple of the latent grid) or None; camera: `[B, F]` from
-  `camera_features`; depth_keep: `[B]` bool, False replaces the depth by a learned null embedding.
+  `camera_features`; depth_keep: `[B]` bool, False replaces the depth by a learned null embedding;
+  prior: `[B, h, w, C]` latent of the physics prior (`diffcamera_jax.prior`), projected and added
+  to the reference tokens when `use_prior` (None there means the prior is the reference itself).
   """
   size: ModelSize
   patch_size: int = 2
@@ -59,10 +61,11 @@ class DiT(nn.Module):
   remat: str = "none"
   scan_layers: bool = False
   attention_chunk: int = 0  # query block size of attention (bounds score memory; 0 = off)
+  use_prior: bool = False  # take the physics prior as a further input (objective.prior="render")
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
-  def _check(self, x_t, t, reference, disparity, camera, depth_keep):
+  def _check(self, x_t, t, reference, disparity, camera, depth_keep, prior):
     if self.depth_mode not in DEPTH_MODES:
       raise ValueError(f"DiT: depth_mode must be one of {DEPTH_MODES}, got {self.depth_mode!r}")
     if self.mlp_activation not in MLP_ACTIVATIONS:
@@ -79,6 +82,10 @@ class DiT(nn.Module):
                        f"{self.patch_size}")
     if reference.shape != x_t.shape:
       raise ValueError(f"DiT: reference must have x_t's shape {x_t.shape}, got {reference.shape}")
+    if prior is not None and not self.use_prior:
+      raise ValueError("DiT: a prior was given but the model was built with use_prior=False")
+    if prior is not None and prior.shape != x_t.shape:
+      raise ValueError(f"DiT: prior must have x_t's shape {x_t.shape}, got {prior.shape}")
     if t.shape != (b,):
       raise ValueError(f"DiT: t must be [{b}], got {t.shape}")
     if camera.ndim != 2 or camera.shape[0] != b:
@@ -126,8 +133,8 @@ class DiT(nn.Module):
   @nn.compact
   def __call__(self, x_t: jnp.ndarray, t: jnp.ndarray, reference: jnp.ndarray,
                disparity: jnp.ndarray | None, camera: jnp.ndarray, depth_keep: jnp.ndarray,
-               train: bool = False) -> jnp.ndarray:
-    self._check(x_t, t, reference, disparity, camera, depth_keep)
+               train: bool = False, prior: jnp.ndarray | None = None) -> jnp.ndarray:
+    self._check(x_t, t, reference, disparity, camera, depth_keep, prior)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     b, h, w, _ = x_t.shape
     grid_hw = (h // self.patch_size, w // self.patch_size)
@@ -137,12 +144,15 @@ class DiT(nn.Module):
     embed = lambda x, name: dense(width, ("channels", "embed"), ("embed",), name=name, **kw)(
         patchify(x, self.patch_size))
     target = embed(x_t, "target_embed")
-    reference = embed(reference, "reference_embed")
+    reference_tokens = embed(reference, "reference_embed")
+    if self.use_prior:
+      prior = reference if prior is None else prior
+      reference_tokens = reference_tokens + embed(prior, "prior_embed")
     depth = self._depth_tokens(disparity, depth_keep, (h, w), b, kw)
     if self.depth_mode == "fold":
-      streams = [reference + depth, target]
+      streams = [reference_tokens + depth, target]
     else:
-      streams = [depth, reference, target]
+      streams = [depth, reference_tokens, target]
     stream_embed = self.param("stream_embed",
                               partitioned(nn.initializers.normal(0.02), (None, "embed")),
                               (len(streams), width), self.param_dtype).astype(target.dtype)
