@@ -264,6 +264,8 @@ def score_batch(method: Method, gt: GroundTruth, spec: BenchmarkSpec) -> tuple[d
   sweep = np.stack([method(gt.image, gt.disparity, gt.cameras.focus_a,
                            np.full_like(gt.cameras.blur, k)) for k in levels], axis=1)
   scores["sweep/lvcorr"] = np.asarray(metrics.lvcorr(levels, sweep))
+  scores["sweep/lvcorr_pearson_log"] = np.asarray(metrics.lvcorr(levels, sweep,
+                                                                 method="pearson_log"))
   log_lv = np.log(np.asarray(metrics.laplacian_variance(sweep)) + 1e-10)
   scores["sweep/log_lv_drop"] = log_lv - log_lv[:, :1]  # [B, levels]: 0 at K = 0
   outputs["sweep"] = sweep

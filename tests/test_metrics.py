@@ -69,19 +69,31 @@ def test_laplacian_of_ramp_and_quadratic():
   assert float(metrics.laplacian_variance(quad)) == pytest.approx(0.0, abs=1e-10)
 
 
-def test_lvcorr_blur_sweep_is_near_one_and_reversed_near_minus_one():
+def test_lvcorr_blur_sweep_is_one_and_reversed_minus_one():
   img = _texture(48, 48)
   levels = np.linspace(0.0, 8.0, 6)
   sweep = np.stack([disk_blur(img, r) for r in levels])
-  good = float(metrics.lvcorr(levels, sweep))
-  assert good > 0.9
-  assert float(metrics.lvcorr(levels, sweep[::-1])) == pytest.approx(-good, abs=1e-5)
-  # A permutation whose ranks are uncorrelated with the levels: no trend left.
+  assert float(metrics.lvcorr(levels, sweep)) == pytest.approx(1.0, abs=1e-6)  # monotone
+  assert float(metrics.lvcorr(levels, sweep[::-1])) == pytest.approx(-1.0, abs=1e-6)
+  good = float(metrics.lvcorr(levels, sweep, method="pearson_log"))
+  assert 0.9 < good < 1.0  # log-sharpness is not linear in K
+  assert float(metrics.lvcorr(levels, sweep[::-1], method="pearson_log")) == pytest.approx(
+      -good, abs=1e-5)
+  # A permutation: Spearman's rho of the permuted ranks, 1 - 6 sum d^2 / (n (n^2 - 1)).
   perm = np.array([3, 0, 5, 1, 4, 2])
-  assert abs(np.corrcoef(levels, levels[perm])[0, 1]) < 0.3
-  assert abs(float(metrics.lvcorr(levels, sweep[perm]))) < 0.5
+  d = np.arange(6) - perm
+  rho = 1 - 6 * (d ** 2).sum() / (6 * 35)
+  assert float(metrics.lvcorr(levels, sweep[perm])) == pytest.approx(rho, abs=1e-6)
+  assert abs(float(metrics.lvcorr(levels, sweep[perm], method="pearson_log"))) < 0.5
   # A method that ignores the blur level entirely.
-  assert float(metrics.lvcorr(levels, np.stack([img] * 6))) == 0.0
+  for method in ("spearman", "pearson_log"):
+    assert float(metrics.lvcorr(levels, np.stack([img] * 6), method=method)) == 0.0
+  with pytest.raises(ValueError, match="method"):
+    metrics.lvcorr(levels, sweep, method="kendall")
+
+
+def test_ranks_average_ties():
+  np.testing.assert_allclose(metrics.ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
 
 
 def test_lvcorr_batched_and_bad_shapes():
