@@ -43,19 +43,41 @@ def fft_convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
   """Convolves ``planes`` ``[B, L, C, H, W]`` with per-layer kernels ``[B, L, k, k]`` (odd ``k``).
 
   The planes are padded by ``k // 2`` with half-sample symmetric reflection (so no light wraps in
-  from the opposite edge), zero-padded to FFT-friendly lengths, and convolved via real FFTs over
-  the two minor axes. Returns the input's shape.
+  from the opposite edge), zero-padded to FFT-friendly lengths, and convolved by
+  `circular_convolve`. Returns the input's shape.
   """
   pad = _check(planes, kernel)
   height, width = planes.shape[-2:]
-  size = kernel.shape[-1]
   shape = (fast_length(height + 2 * pad), fast_length(width + 2 * pad))
-  placed = jnp.pad(kernel, ((0, 0), (0, 0), (0, shape[0] - size), (0, shape[1] - size)))
-  placed = jnp.roll(placed, (-pad, -pad), axis=(2, 3))
-  kernel_spectrum = jnp.fft.rfft2(placed)[:, :, None]  # [B, L, 1, h, w']
-  spectrum = jnp.fft.rfft2(_pad(planes, pad), s=shape) * kernel_spectrum
-  out = jnp.fft.irfft2(spectrum, s=shape)
+  padded = _pad(planes, pad)
+  padded = jnp.pad(padded, ((0, 0),) * (planes.ndim - 2) + tuple(
+      (0, s - n) for s, n in zip(shape, padded.shape[-2:])))
+  out = circular_convolve(padded, kernel)
   return out[..., pad:pad + height, pad:pad + width]
+
+
+def circular_convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Circular convolution of real ``planes`` ``[B, L, C, H, W]`` with centred real kernels
+  ``[B, L, k, k]`` (odd ``k <= H, W``), by FFT over the two minor axes.
+
+  Channels are packed in pairs as the real and imaginary parts of complex planes: the kernel is
+  real, so the convolution of ``a + ib`` is ``a * k + i (b * k)``. One complex FFT of a pair costs
+  about as much as the two real FFTs it replaces, and XLA:CPU's complex inverse is cheaper than
+  its real one (~20% less in all here).
+  """
+  _check(planes, kernel)
+  channels = planes.shape[2]
+  shape = planes.shape[-2:]
+  if channels % 2:
+    planes = jnp.pad(planes, ((0, 0), (0, 0), (0, 1), (0, 0), (0, 0)))
+  size = kernel.shape[-1]
+  placed = jnp.pad(kernel, ((0, 0), (0, 0), (0, shape[0] - size), (0, shape[1] - size)))
+  placed = jnp.roll(placed, (-(size // 2), -(size // 2)), axis=(2, 3))
+  kernel_spectrum = jnp.fft.fft2(placed.astype(jnp.complex64))[:, :, None]  # [B, L, 1, H, W]
+  packed = jax.lax.complex(planes[:, :, 0::2], planes[:, :, 1::2])
+  out = jnp.fft.ifft2(jnp.fft.fft2(packed) * kernel_spectrum)
+  out = jnp.stack([out.real, out.imag], axis=3).reshape(planes.shape)
+  return out[:, :, :channels]
 
 
 def direct_convolve(planes: jax.Array, kernel: jax.Array) -> jax.Array:

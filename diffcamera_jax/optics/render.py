@@ -342,12 +342,7 @@ def _direct(planes, kernel, grid) -> jax.Array:
 
 def _fft_on_grid(planes, kernel) -> jax.Array:
   """Circular convolution of ``planes`` ``[B, L, C, *shape]`` with centred kernels ``[B, L, k, k]``."""
-  shape = planes.shape[-2:]
-  size = kernel.shape[-1]
-  placed = jnp.pad(kernel, ((0, 0), (0, 0), (0, shape[0] - size), (0, shape[1] - size)))
-  placed = jnp.roll(placed, (-(size // 2), -(size // 2)), axis=(2, 3))
-  spectrum = jnp.fft.rfft2(planes) * jnp.fft.rfft2(placed)[:, :, None]
-  return jnp.fft.irfft2(spectrum, s=shape)
+  return blur_lib.circular_convolve(planes, kernel)
 
 
 def _as_batch(image: jax.Array, disparity: jax.Array) -> tuple[jax.Array, jax.Array, bool]:
