@@ -2,7 +2,7 @@
 
 Planes are channel-first, ``[B, L, C, H, W]`` (L layers of C channels), so that the FFTs and the
 shifted taps run over the two minor axes without transposes. Small kernels are applied directly
-(a sum of shifted planes), larger ones by real FFTs on an FFT-friendly padded grid; both read the
+(a sum of shifted planes), larger ones by FFTs (channel pairs packed as complex planes) on an FFT-friendly padded grid; both read the
 planes through half-sample symmetric padding.
 """
 from __future__ import annotations
