@@ -1,0 +1,133 @@
+"""Design sweep: train variants of configs/default.py for one step budget, score each on the benchmark.
+
+    python tools/design_sweep.py --steps 2000 --out DIR \
+        --variant base= --variant hi_t=objective.timestep_mean=1.5 \
+        --variant p4=model.patch_size=4
+
+Each variant is `NAME=field=value,field=value` (values parsed as Python literals, else strings).
+Per variant it writes `DIR/NAME.json`: the train time, the flow loss every 100 steps and the
+benchmark summaries (built-in procedural scenes) at 1 and 4 sampling steps, with and without
+depth. Training runs the same pipeline, simulate stage and jitted step as `diffcamera_jax.train`,
+without checkpoints or summaries; the EMA params are scored. Extra sizes for sweeps: `M` (width 256,
+depth 4) and `S4` (width 128, depth 4). On an image without tensorflow-datasets the folder builder
+is skipped (procedural data only); Grain workers are kept off the accelerator.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+import types
+
+
+def _skip_tfds_builder() -> None:
+  """Lets the pipeline import without tensorflow-datasets (only the folder builder needs it)."""
+  if importlib.util.find_spec("tensorflow_datasets") is not None:
+    return
+  import data_pipeline
+  package = types.ModuleType("data_pipeline.image_depth_folder")
+  package.__path__ = [os.path.join(os.path.dirname(data_pipeline.__file__), "image_depth_folder")]
+  sys.modules["data_pipeline.image_depth_folder"] = package
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+  """`NAME=field=value,field=value` -> (NAME, {field: value})."""
+  name, _, rest = text.partition("=")
+  if not name:
+    raise ValueError(f"variant {text!r}: expected NAME=field=value,...")
+  overrides = {}
+  # A comma starts a new override only before `field=` (values such as tuples hold commas too).
+  for item in filter(None, re.split(r",(?=\s*[A-Za-z_][\w.]*=)", rest)):
+    field, sep, value = item.strip().partition("=")
+    if not sep:
+      raise ValueError(f"variant {text!r}: override {item!r} is not field=value")
+    try:
+      overrides[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[field] = value
+  return name, overrides
+
+
+def train_and_score(name: str, overrides: dict, steps: int, num_scenes: int, workers: int,
+                    sample_steps=(1, 4)) -> dict:
+  import jax
+  from configs import default
+  from data_pipeline import pipeline, simulate as simulate_lib
+  from diffcamera_jax import benchmark, models, sharding, train_state, train_step
+  from diffcamera_jax.config_validation import validate_config
+  from diffcamera_jax.models import sizes
+  from diffcamera_jax.refocuser import Refocuser
+
+  sizes.SIZES.setdefault("M", sizes.ModelSize(width=256, depth=4, num_heads=4))
+  sizes.SIZES.setdefault("S4", sizes.ModelSize(width=128, depth=4, num_heads=2))
+  config = default.get_config()
+  config.data.num_workers = workers
+  config.train.num_steps = steps
+  for field, value in overrides.items():
+    node, *path = [config] + field.split(".")[:-1]
+    for key in path:
+      node = node[key]
+    node[field.split(".")[-1]] = value
+  validate_config(config, num_devices=jax.device_count(), check_paths=False)
+
+  mesh = sharding.make_mesh(config)
+  data = pipeline.make_train_iterator(config)
+  model, codec = models.build_model(config)
+  init_rng, loop_rng = jax.random.split(jax.random.key(config.seed))
+  _, state_sharding, init = train_state.train_state_plan(config, model, codec, mesh)
+  state = init(init_rng)
+  step_fn = train_step.make_train_step(config, model, codec, mesh, state_sharding)
+  simulate = simulate_lib.make_simulate_fn(config, mesh)
+  start, losses = time.time(), []
+  for step in range(steps):
+    batch = pipeline.to_global_batch(next(data), mesh)
+    render_rng, update_rng = jax.random.split(jax.random.fold_in(loop_rng, step))
+    state, metrics = step_fn(state, simulate(batch, render_rng), update_rng)
+    if (step + 1) % 100 == 0:
+      losses.append(float(metrics["flow_loss"]))
+  jax.block_until_ready(state)
+  result = {"name": name, "overrides": overrides, "steps": steps,
+            "train_s": time.time() - start, "flow_loss_every_100": losses}
+  scenes = benchmark.procedural_scenes(num_scenes, *config.data.image_size)
+  refocuser = Refocuser(config, state.ema_params, batch_size=16)
+  for n in sample_steps:
+    for use_depth in (True, False):
+      method = refocuser.as_method(num_steps=n, use_depth=use_depth)
+      summary = benchmark.run(method, scenes, batch_size=16)["summary"]
+      key = f"steps{n}_{'depth' if use_depth else 'nodepth'}"
+      result[key] = {k: v for k, v in summary.items() if not isinstance(v, list)}
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=2000)
+  parser.add_argument("--variant", action="append", required=True)
+  parser.add_argument("--num-scenes", type=int, default=50)
+  parser.add_argument("--workers", type=int, default=0, help="Grain worker processes")
+  parser.add_argument("--out", required=True)
+  args = parser.parse_args(argv)
+  variants = [parse_variant(v) for v in args.variant]
+  _skip_tfds_builder()
+  import jax
+  jax.devices()  # the accelerator is taken here; Grain workers spawned later stay on the CPU
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  os.makedirs(args.out, exist_ok=True)
+  for name, overrides in variants:
+    result = train_and_score(name, overrides, args.steps, args.num_scenes, args.workers)
+    with open(os.path.join(args.out, f"{name}.json"), "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+    one = result["steps1_depth"]
+    print(f"{name}: deblur {one['deblur/psnr']:.3f}  refocus {one['refocus/psnr']:.3f}  "
+          f"bokeh {one['bokeh/psnr']:.3f}  LVCorr {one['sweep/lvcorr']:.3f}  "
+          f"({result['train_s']:.0f} s)", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
