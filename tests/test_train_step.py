@@ -25,6 +25,10 @@ def setup():
   config.optim.learning_rate, config.optim.warmup_steps = 3e-3, 5
   config.objective.p_depth_drop = 0.5  # the fixed rng then drops some depth maps
   config.train.num_steps = 1000  # keeps the learning rate near its peak for the STEPS we run
+  # The paper's objective with t centred at 0.5 (the setting this bar was measured on); the
+  # default objective (prior, t centred high) is checked in tests/test_prior.py.
+  config.objective.prior = "none"
+  config.objective.timestep_mean = 0.0
   model, codec = build_model(config)
   mesh = make_mesh(config)
   return config, model, codec, mesh
@@ -47,9 +51,7 @@ def trained(setup):
 
 def test_overfits_one_batch(trained):
   flow_losses = [m["flow_loss"] for m in trained["history"]]
-  # With the physics prior (the default objective) the anchor is already closer to the targets,
-  # so the loss starts lower: measured 7.4x in 90 steps (10x+ with objective.prior="none").
-  assert flow_losses[0] / flow_losses[-1] >= 5.0, flow_losses[::10]
+  assert flow_losses[0] / flow_losses[-1] >= 10.0, flow_losses[::10]
   assert trained["history"][-1]["stack_loss"] < trained["history"][0]["stack_loss"]
 
 
