@@ -30,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.blur_range = (0.0, 40.0)
   config.data.blur_reference_size = 512
   config.data.p_source_all_in_focus = 0.3  # reference is the all-in-focus image (K_s = 0)
-  config.data.p_target_all_in_focus = 0.15  # target K_t = 0: the deblur task
+  config.data.p_target_all_in_focus = 0.25  # target K_t = 0: the deblur task
   config.data.aperture_blades = (0,)  # choices; 0 = disk, n >= 3 = n-gon
   config.data.random_aperture_rotation = True
 
@@ -55,6 +55,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.rope_theta = 10_000.0
   config.model.mlp_activation = "relu2"  # "relu2" | "gelu" | "silu" (docs/model.md)
   config.model.dropout = 0.0
+  # The restoration stage (objective.prior="restore", models/restorer.py): a conv U-Net over the
+  # photo and its Wiener deconvolutions by disks of these radii (pixels), predicting a sharp image
+  # and (at the training size) a disparity map.
+  config.model.restorer = ml_collections.ConfigDict()
+  config.model.restorer.widths = (16, 32, 64)  # channels at full, 1/2 and 1/4 resolution
+  config.model.restorer.radii = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+  config.model.restorer.regularization = 1e-2  # Wiener noise-to-signal ratio
   # AutoencoderKL-style VAE for latent_mode="vae" (random init unless vae_params is set).
   config.model.vae = ml_collections.ConfigDict()
   config.model.vae.channels = 32
@@ -92,11 +99,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # With patch 8 a token holds 192 values but the S model is 128 wide: a velocity output must
   # carry the noise through that bottleneck and cannot (measured: output PSNR 12 at step 500).
   config.objective.prediction = "x0"  # "velocity" | "x0"
-  # "render": the flow generates the change from the classical re-render of the reference with
-  # the given depth (the reference itself where depth is absent), and the DiT sees that render
-  # beside the reference (diffcamera_jax/prior.py, docs/model.md). "none": the change from the
+  # The physics prior the flow starts from, which the DiT also sees (diffcamera_jax/prior.py,
+  # docs/model.md). "restore": the render of the restoration stage's sharp estimate, with the
+  # given depth or the stage's own disparity estimate. "render": the re-render of the reference
+  # with the given depth (the reference itself without depth). "none": the change from the
   # reference alone, as in the paper.
-  config.objective.prior = "render"  # "none" | "render"
+  config.objective.prior = "restore"  # "none" | "render" | "restore"
+  # The restoration stage's own losses: sharp image (squared error), plus its disparity and blur
+  # map estimates (absolute errors) at these relative weights.
+  config.objective.restore_weight = 1.0
+  config.objective.depth_weight = 0.1
+  config.objective.blur_map_weight = 0.1
   # Euler steps for evaluation and refocusing. One step returns the network's estimate of the
   # conditional mean (best PSNR); more steps draw a sample, sharper but farther from the truth
   # in PSNR (README, Results).
@@ -105,6 +118,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1.5e-3
+  config.optim.restorer_lr_scale = 2.0  # the restoration stage's rate: 3e-3
   config.optim.warmup_steps = 30
   config.optim.weight_decay = 0.01
   config.optim.b1 = 0.9
@@ -145,7 +159,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- evaluation during training
   config.eval = ml_collections.ConfigDict()
   config.eval.num_scenes = 16
-  config.eval.procedural_seed = 10_000  # held out from training scenes
+  # Validation scenes: a seed of their own, apart from training (0) and the benchmark (10 000).
+  config.eval.procedural_seed = 20_000
   config.eval.sample_steps = 1
 
   if arg == "tiny":

@@ -83,14 +83,27 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if not 0.0 <= config.objective.p_depth_drop <= 1.0:
     raise ConfigError(f"config.objective.p_depth_drop={config.objective.p_depth_drop} must be in [0, 1]")
   prior = config.objective.prior
-  if prior not in ("none", "render"):
-    raise ConfigError(f"config.objective.prior={prior!r}: expected 'none' or 'render'")
-  if prior == "render" and model.name != "dit":
-    raise ConfigError(f"config.objective.prior='render' needs config.model.name='dit', got "
+  if prior not in ("none", "render", "restore"):
+    raise ConfigError(f"config.objective.prior={prior!r}: expected 'none', 'render' or 'restore'")
+  if prior != "none" and model.name != "dit":
+    raise ConfigError(f"config.objective.prior={prior!r} needs config.model.name='dit', got "
                       f"{model.name!r}")
-  if prior == "render" and not config.objective.residual:
-    raise ConfigError("config.objective.prior='render' needs config.objective.residual=True "
+  if prior != "none" and not config.objective.residual:
+    raise ConfigError(f"config.objective.prior={prior!r} needs config.objective.residual=True "
                       "(the flow generates the change from the prior)")
+  if prior == "restore":
+    restorer = model.restorer
+    if len(restorer.widths) != 3 or min(restorer.widths) <= 0:
+      raise ConfigError(f"config.model.restorer.widths={tuple(restorer.widths)}: expected three "
+                        "positive channel counts (full, 1/2 and 1/4 resolution)")
+    if not restorer.radii or min(restorer.radii) <= 0:
+      raise ConfigError(f"config.model.restorer.radii={tuple(restorer.radii)} must be positive")
+    if restorer.regularization <= 0:
+      raise ConfigError(f"config.model.restorer.regularization={restorer.regularization} must "
+                        "be > 0")
+    for field in ("restore_weight", "depth_weight", "blur_map_weight"):
+      if config.objective[field] < 0:
+        raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
   if config.objective.stack_weight < 0:
     raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
   for blades in data.aperture_blades:

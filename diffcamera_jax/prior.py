@@ -1,11 +1,14 @@
-"""The physics prior: the classical re-render of the reference towards the requested camera.
+"""The physics prior: a classical render towards the requested camera that the flow starts from.
 
-With `config.objective.prior = "render"` the flow generates the change from this prior rather than
-from the reference, and the network sees the prior beside the reference (docs/model.md). The prior
-treats the reference as all-in-focus and renders it with the given disparity at the requested focus
-and blur: exact when the reference is sharp (bokeh), a re-blur of an already blurred reference
-otherwise, so what is left to learn is the deblurring and the removal of the doubled blur. Where
-depth is absent (dropped in training, or not given) the prior is the reference itself.
+With `config.objective.prior` other than "none" the flow generates the change from this prior
+rather than from the reference, and the network sees the prior beside the reference
+(docs/model.md):
+- "render": the reference itself, treated as all-in-focus, rendered with the given disparity at
+  the requested focus and blur: exact when the reference is sharp (bokeh), a re-blur of an already
+  blurred reference otherwise. Where depth is absent the prior is the reference itself.
+- "restore": the restoration stage's sharp estimate of the reference (`models/restorer.py`)
+  rendered with the given disparity, or with the stage's own disparity estimate where depth is
+  absent: deblur, refocus and bokeh without depth all start from a physical render.
 
 The camera is read back from its features (`camera.camera_features`), so the sampler, the training
 step and every caller share one definition of the condition.
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 
 from diffcamera_jax import optics
 
-PRIORS = ("none", "render")
+PRIORS = ("none", "render", "restore")
 
 
 def camera_from_features(camera: jax.Array, image_hw: tuple[int, int]) -> dict[str, jax.Array]:
@@ -56,4 +59,18 @@ def render_prior(reference_image: jax.Array, disparity: jax.Array | None, camera
   return jnp.where(depth_keep[:, None, None, None], rendered, reference_image)
 
 
-__all__ = ["PRIORS", "camera_from_features", "prior_max_radius", "render_prior"]
+def restored_prior(sharp: jax.Array, disparity: jax.Array | None, disparity_hat: jax.Array,
+                   camera: jax.Array, depth_keep: jax.Array, *, gamma: float,
+                   max_radius: float) -> jax.Array:
+  """The "restore" prior `[B, H, W, 3]`: `render(sharp, D, camera)`, D the given disparity where
+  `depth_keep` is set (and disparity given), the estimate `disparity_hat` elsewhere."""
+  if disparity is None:
+    disparity = disparity_hat
+  else:
+    disparity = jnp.where(depth_keep[:, None, None], disparity, disparity_hat)
+  return render_prior(jnp.clip(sharp, 0.0, 1.0), disparity, camera,
+                      jnp.ones(depth_keep.shape, bool), gamma=gamma, max_radius=max_radius)
+
+
+__all__ = ["PRIORS", "camera_from_features", "prior_max_radius", "render_prior",
+           "restored_prior"]

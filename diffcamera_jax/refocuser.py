@@ -35,7 +35,8 @@ class _SteppingModel:
     return getattr(self._model, name)
 
   def apply(self, *args, **kwargs):
-    jax.debug.callback(lambda: self._on_step())
+    if kwargs.get("method") is None:  # a denoising step, not the restoration stage
+      jax.debug.callback(lambda: self._on_step())
     return self._model.apply(*args, **kwargs)
 
 

@@ -1,9 +1,11 @@
 """Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
 
 With `config.objective.residual` the flow generates the change `enc(target) - enc(anchor)`, which
-is added back before decoding; the anchor is the reference, or with `objective.prior="render"` the
-physics prior (`diffcamera_jax.prior`: the classical re-render of the reference with the given
-depth, the reference itself without depth), which the network also sees. With `objective.prediction="x0"`
+is added back before decoding; the anchor is the reference, or the physics prior
+(`diffcamera_jax.prior`), which the network also sees: with `objective.prior="render"` the classical
+re-render of the reference with the given depth (the reference itself without depth), with
+"restore" the render of the restoration stage's sharp estimate with the given depth or, without
+depth, the stage's own disparity estimate. With `objective.prediction="x0"`
 the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t`.
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
@@ -37,13 +39,15 @@ def make_sampler(model: DiT, codec: LatentCodec,
   objective = config.objective
   residual = bool(objective.get("residual", False))
   x0_prediction = objective.get("prediction", "velocity") == "x0"
-  use_prior = objective.get("prior", "none") == "render"
+  kind = objective.get("prior", "none")
 
   @jax.jit
   def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
     n = camera.shape[0]
+    single = reference_image.ndim == 3 or reference_image.shape[0] == 1
     reference_image = _broadcast(reference_image, n, 4, "reference_image")
     if disparity is not None:
+      single = single and (disparity.ndim == 2 or disparity.shape[0] == 1)
       disparity = _broadcast(disparity, n, 3, "disparity")
       if disparity.shape[1:] != reference_image.shape[1:3]:
         raise ValueError(f"sample: disparity {disparity.shape[1:]} must match the image size "
@@ -51,12 +55,21 @@ def make_sampler(model: DiT, codec: LatentCodec,
     keep = jnp.full((n,), disparity is not None)
     reference = codec.encode(reference_image)
     anchor, extra = reference, {}
-    if use_prior and disparity is not None:  # without depth the prior is the reference
-      radius = prior.prior_max_radius(reference_image.shape[1:3], config.data.blur_range[1],
-                                      config.data.blur_reference_size)
+    radius = prior.prior_max_radius(reference_image.shape[1:3], config.data.blur_range[1],
+                                    config.data.blur_reference_size)
+    gamma = float(config.data.gamma)
+    if kind == "restore":  # one restoration per distinct photo, broadcast over the cameras
+      m = 1 if single else n
+      sharp, disparity_hat, _ = model.apply(
+          {"params": params}, reference_image[:m], None if disparity is None else disparity[:m],
+          keep[:m], method="restore")
+      sharp, disparity_hat = (jnp.broadcast_to(x, (n,) + x.shape[1:])
+                              for x in (sharp, disparity_hat))
+      extra["prior"] = anchor = codec.encode(prior.restored_prior(
+          sharp, disparity, disparity_hat, camera, keep, gamma=gamma, max_radius=radius))
+    elif kind == "render" and disparity is not None:  # without depth the prior is the reference
       extra["prior"] = anchor = codec.encode(prior.render_prior(
-          reference_image, disparity, camera, keep, gamma=float(config.data.gamma),
-          max_radius=radius))
+          reference_image, disparity, camera, keep, gamma=gamma, max_radius=radius))
     grid = (reference.shape[1] // model.patch_size) * (reference.shape[2] // model.patch_size)
     mu = flow.resolution_shift(grid, objective.shift_base, objective.shift_max)
 

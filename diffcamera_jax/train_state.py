@@ -64,13 +64,21 @@ def _decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def _restorer_mask(params: Any) -> Any:
+  """True on the restoration stage's parameters (the DiT's `restorer` subtree)."""
+  return {k: jax.tree.map(lambda _, k=k: k == "restorer", v) for k, v in params.items()}
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW on the warmup + cosine schedule."""
+  """Global-norm clipping, then AdamW on the warmup + cosine schedule; the restoration stage's
+  updates scaled by `optim.restorer_lr_scale` (a small conv net takes a larger rate than the
+  transformer)."""
   o = config.optim
   return optax.chain(
       optax.clip_by_global_norm(o.grad_clip_norm),
       optax.adamw(make_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                  mask=_decay_mask))
+                  mask=_decay_mask),
+      optax.masked(optax.scale(float(o.get("restorer_lr_scale", 1.0))), _restorer_mask))
 
 
 def update_ema(ema_params: Any, params: Any, decay: float, step: jnp.ndarray) -> Any:

@@ -16,7 +16,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from diffcamera_jax import flow, prior
+from diffcamera_jax import flow, optics, prior
 from diffcamera_jax.losses import flow_loss, stacking_loss
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
@@ -27,6 +27,8 @@ from diffcamera_jax.train_state import update_ema
 REQUIRED_KEYS = ("reference", "target", "target_2", "stack_mask", "multifocus", "disparity",
                  "target_focus", "target_focus_2", "target_blur", "aperture_blades",
                  "aperture_rotation")
+# Further keys the restoration stage's supervision reads (objective.prior="restore").
+RESTORE_KEYS = ("image", "source_focus", "source_blur")
 
 
 def _pair(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -42,16 +44,21 @@ def _unpair(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: dict,
                    rng: jax.Array, objective: ml_collections.ConfigDict,
                    patch_size: int, prior_fn: Callable | None = None) -> tuple[jnp.ndarray, dict]:
-  """`L = L_flow + stack_weight * L_stack` on one device batch, and the loss terms.
+  """`L = L_flow + stack_weight * L_stack (+ restore_weight * (L_restore + L_depth))` on one
+  device batch, and the loss terms.
 
   `apply_fn` is the DiT's `apply`; `patch_size` sets the token count for the timestep shift.
   With `objective.residual` the flow's data end is `enc(target) - enc(anchor)`, the anchor being
-  the reference, or with `prior_fn` (`objective.prior="render"`) the physics prior
-  `prior_fn(reference_image, disparity, camera, depth_keep)`, which the network also sees. With
+  the reference, or with `prior_fn` the physics prior (`training_prior_fn`), which the network
+  also sees: for `objective.prior="render"` the re-render of the reference, for "restore" the
+  render of the restoration stage's sharp estimate (with the estimated disparity where depth is
+  dropped), the stage itself trained by `restoration_losses` in the same step. With
   `objective.prediction="x0"` the network predicts the clean latent and the flow term is the x0
   error (docs/model.md).
   """
-  missing = [k for k in REQUIRED_KEYS if k not in batch]
+  kind = objective.get("prior", "none")
+  required = REQUIRED_KEYS + (RESTORE_KEYS if kind == "restore" else ())
+  missing = [k for k in required if k not in batch]
   if missing:
     raise KeyError(f"train batch lacks keys {missing} (see docs/architecture.md, device example)")
   b, h_img, w_img, _ = batch["reference"].shape
@@ -70,9 +77,21 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   reference2, disparity2, keep2 = (_pair(reference, reference),
                                    _pair(batch["disparity"], batch["disparity"]), _pair(keep, keep))
 
-  extra = {}
+  extra, restore_terms = {}, {}
   anchor = jnp.zeros_like(x0)
-  if prior_fn is not None:  # the physics prior: seen by the network and the residual's anchor
+  if kind == "restore":  # the restoration stage, once per reference, supervised directly
+    sharp, disparity_hat, blur_hat = apply_fn({"params": params}, batch["reference"],
+                                              batch["disparity"], keep, method="restore")
+    source_coc = jnp.abs(optics.signed_coc(
+        batch["disparity"], optics.focus_disparity(batch["disparity"], batch["source_focus"]),
+        batch["source_blur"]))
+    restore_terms = restoration_losses(sharp, disparity_hat, blur_hat, batch["image"],
+                                       batch["disparity"], source_coc)
+    sg = jax.lax.stop_gradient
+    prior_image = prior_fn(_pair(sg(sharp), sg(sharp)), disparity2,
+                           _pair(sg(disparity_hat), sg(disparity_hat)), camera, keep2)
+    extra["prior"] = anchor = codec.encode(prior_image)
+  elif prior_fn is not None:  # the physics prior: seen by the network and the residual's anchor
     prior_image = prior_fn(_pair(batch["reference"], batch["reference"]), disparity2, camera,
                            keep2)
     extra["prior"] = anchor = codec.encode(prior_image)
@@ -102,17 +121,35 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   x0_first, x0_second = _unpair(x0_hat + anchor)
   l_stack = stacking_loss(x0_first, x0_second, batch["stack_mask"], multifocus)
   loss = l_flow + objective.stack_weight * l_stack
-  return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack,
+  if restore_terms:
+    loss = loss + objective.restore_weight * (
+        restore_terms["restore_loss"] + objective.depth_weight * restore_terms["depth_loss"]
+        + objective.blur_map_weight * restore_terms["blur_map_loss"])
+  return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack, **restore_terms,
                 "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}
 
 
+def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat: jnp.ndarray,
+                       image: jnp.ndarray, disparity: jnp.ndarray,
+                       source_coc: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """The restoration stage's terms: squared error of the sharp estimate to the all-in-focus image
+  (on the [-1, 1] scale of the pixel latents, so it weighs like the flow term), mean absolute
+  errors of the disparity estimate and of the blur map (CoC radius, pixels) of the reference."""
+  return {"restore_loss": 4.0 * jnp.mean(jnp.square(sharp - image)),
+          "depth_loss": jnp.mean(jnp.abs(disparity_hat - disparity)),
+          "blur_map_loss": jnp.mean(jnp.abs(blur_hat - source_coc))}
+
+
 def training_prior_fn(config: ml_collections.ConfigDict) -> Callable | None:
-  """The physics prior at the training size (`objective.prior="render"`), else None."""
-  if config.objective.get("prior", "none") != "render":
+  """The physics prior at the training size: `prior.render_prior` (`objective.prior="render"`),
+  `prior.restored_prior` ("restore"), else None."""
+  kind = config.objective.get("prior", "none")
+  if kind == "none":
     return None
   radius = prior.prior_max_radius(tuple(config.data.image_size), config.data.blur_range[1],
                                   config.data.blur_reference_size)
-  return functools.partial(prior.render_prior, gamma=float(config.data.gamma), max_radius=radius)
+  fn = prior.restored_prior if kind == "restore" else prior.render_prior
+  return functools.partial(fn, gamma=float(config.data.gamma), max_radius=radius)
 
 
 class TrainStep:

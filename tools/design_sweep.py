@@ -1,4 +1,4 @@
-"""Design sweep: train variants of configs/default.py for one step budget, score each on the benchmark.
+"""Design sweep: train variants of configs/default.py for one step budget, score each on validation.
 
     python tools/design_sweep.py --steps 2000 --out DIR \
         --variant base= --variant hi_t=objective.timestep_mean=1.5 \
@@ -6,8 +6,9 @@
 
 Each variant is `NAME=field=value,field=value` (values parsed as Python literals, else strings).
 Per variant it writes `DIR/NAME.json`: the train time, the flow loss every 100 steps and the
-benchmark summaries (built-in procedural scenes) at 1 and 4 sampling steps, with and without
-depth. Training runs the same pipeline, simulate stage and jitted step as `diffcamera_jax.train`,
+benchmark summaries on the validation scenes (procedural scenes of `config.eval.procedural_seed`,
+never the benchmark's seed: a sweep tunes, the benchmark only reports) at 1 and 4 sampling steps,
+with and without depth. Training runs the same pipeline, simulate stage and jitted step as `diffcamera_jax.train`,
 without checkpoints or summaries; the EMA params are scored. Extra sizes for sweeps: `M` (width 256,
 depth 4) and `S4` (width 128, depth 4). On an image without tensorflow-datasets the folder builder
 is skipped (procedural data only); Grain workers are kept off the accelerator.
@@ -93,7 +94,8 @@ def train_and_score(name: str, overrides: dict, steps: int, num_scenes: int, wor
   jax.block_until_ready(state)
   result = {"name": name, "overrides": overrides, "steps": steps,
             "train_s": time.time() - start, "flow_loss_every_100": losses}
-  scenes = benchmark.procedural_scenes(num_scenes, *config.data.image_size)
+  scenes = benchmark.procedural_scenes(num_scenes, *config.data.image_size,
+                                      seed=config.eval.procedural_seed)
   refocuser = Refocuser(config, state.ema_params, batch_size=16)
   for n in sample_steps:
     for use_depth in (True, False):

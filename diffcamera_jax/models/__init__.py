@@ -10,6 +10,7 @@ import ml_collections
 from diffcamera_jax.models.camera import CAMERA_FEATURES, camera_features
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.latents import LatentCodec, make_codec
+from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.sizes import SIZES, ModelSize, get_size
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -42,9 +43,22 @@ def build_model(config: ml_collections.ConfigDict,
       depth_mode=m.depth_mode, camera_frequencies=m.camera_frequencies, rope_theta=m.rope_theta,
       mlp_activation=m.mlp_activation, dropout_rate=m.dropout, remat=m.remat,
       scan_layers=m.scan_layers, attention_chunk=m.attention_chunk,
-      use_prior=config.objective.get("prior", "none") == "render",
+      use_prior=config.objective.get("prior", "none") != "none",
+      restorer=build_restorer(config),
       dtype=_dtype(m.dtype, "dtype"), param_dtype=_dtype(m.param_dtype, "param_dtype"))
   return model, codec
+
+
+def build_restorer(config: ml_collections.ConfigDict) -> Restorer | None:
+  """The restoration stage for `objective.prior="restore"` (`config.model.restorer`), else None."""
+  if config.objective.get("prior", "none") != "restore":
+    return None
+  r = config.model.restorer
+  return Restorer(widths=tuple(r.widths), radii=tuple(r.radii),
+                  depth_size=int(max(config.data.image_size)),
+                  gamma=float(config.data.gamma), regularization=float(r.regularization),
+                  dtype=_dtype(config.model.dtype, "dtype"),
+                  param_dtype=_dtype(config.model.param_dtype, "param_dtype"))
 
 
 def example_inputs(codec: LatentCodec, image_hw: tuple[int, int], batch_size: int = 1) -> tuple:
@@ -56,5 +70,5 @@ def example_inputs(codec: LatentCodec, image_hw: tuple[int, int], batch_size: in
           jnp.zeros((batch_size, CAMERA_FEATURES), jnp.float32), jnp.ones((batch_size,), bool))
 
 
-__all__ = ["CAMERA_FEATURES", "DiT", "LatentCodec", "ModelSize", "SIZES", "build_model",
+__all__ = ["CAMERA_FEATURES", "DiT", "LatentCodec", "ModelSize", "Restorer", "SIZES", "build_model",
            "camera_features", "example_inputs", "get_size", "make_codec"]

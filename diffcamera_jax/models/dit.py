@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from diffcamera_jax.models.camera import CameraEmbedder
 from diffcamera_jax.models.layers import (MLP_ACTIVATIONS, DiTBlock, FinalLayer, TimestepEmbedder,
                                           constrain, dense, partitioned)
+from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.rope import grid_positions, rope_tables
 from diffcamera_jax.models.sizes import ModelSize
 
@@ -42,7 +43,10 @@ def unpatchify(tokens: jnp.ndarray, grid_hw: tuple[int, int], patch: int) -> jnp
 
 
 class DiT(nn.Module):
-  """`apply(x_t, t, reference, disparity, camera, depth_keep, train, prior) -> v_hat` on latents.
+  """`apply(x_t, t, reference, disparity, camera, depth_keep, train, prior) -> output` on latents.
+
+  The output is the clean-latent estimate x0_hat or the velocity v_hat, as the objective reads it
+  (`config.objective.prediction`).
 
   x_t, reference: `[B, h, w, C]` latents; t: `[B]` in [0, 1]; disparity: `[B, H, W]` at image
   resolution (an integer multiple of the latent grid) or None; camera: `[B, F]` from
@@ -61,9 +65,20 @@ class DiT(nn.Module):
   remat: str = "none"
   scan_layers: bool = False
   attention_chunk: int = 0  # query block size of attention (bounds score memory; 0 = off)
-  use_prior: bool = False  # take the physics prior as a further input (objective.prior="render")
+  use_prior: bool = False  # take the physics prior as a further input (objective.prior != "none")
+  # The restoration stage (`models/restorer.py`, objective.prior="restore"), run by `restore`;
+  # None: no restoration stage.
+  restorer: Restorer | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  def restore(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
+              depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """The restoration stage on images: (sharp estimate `[B, H, W, 3]`, disparity estimate
+    `[B, H, W]`, blur map `[B, H, W]`); see `Restorer`. Call as `model.apply(variables, ..., method="restore")`."""
+    if self.restorer is None:
+      raise ValueError("DiT.restore: the model was built without a restoration stage")
+    return self.restorer(image, disparity, depth_keep)
 
   def _check(self, x_t, t, reference, disparity, camera, depth_keep, prior):
     if self.depth_mode not in DEPTH_MODES:
@@ -137,6 +152,9 @@ class DiT(nn.Module):
     self._check(x_t, t, reference, disparity, camera, depth_keep, prior)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     b, h, w, _ = x_t.shape
+    if self.restorer is not None and self.is_initializing():  # create the stage's params too
+      image_hw = (h, w) if disparity is None else disparity.shape[1:3]
+      self.restore(jnp.zeros((b, *image_hw, 3), jnp.float32), disparity, depth_keep)
     grid_hw = (h // self.patch_size, w // self.patch_size)
     n = grid_hw[0] * grid_hw[1]
     width = self.size.width

@@ -1,0 +1,201 @@
+"""The restoration stage: a sharp (all-in-focus) estimate and a disparity estimate of a photo.
+
+A small full-resolution convolutional U-Net, run once per photo ahead of the DiT. It sees the photo
+and its Wiener deconvolution bank (`optics.deconvolve.wiener_bank`: the photo deconvolved by disks
+of several radii), so deblurring is a per-pixel choice among physically exact candidates plus a
+correction, which a few convolutions learn quickly, rather than detail synthesised through the
+DiT's patch projection. Its trunk sees the photo alone and predicts disparity from it (the
+monocular path, used when no depth map is given); the sharp-image head also sees the given depth
+where there is one.
+
+Both outputs are supervised directly (all-in-focus image, true disparity) and feed the physics
+prior (`diffcamera_jax.prior`): the classical render of the sharp estimate with the given or the
+estimated depth at the requested camera.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffcamera_jax.models.layers import partitioned
+from diffcamera_jax.optics.deconvolve import wiener_bank
+
+_LEVELS = 2  # two stride-2 downsamplings: inputs are padded to a multiple of 4
+
+
+class _Conv(nn.Module):
+  """3x3 (or 1x1) convolution with logically named parameters (replicated over the mesh)."""
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  zero_init: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    init = nn.initializers.zeros_init() if self.zero_init else nn.initializers.lecun_normal()
+    return nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+                   kernel_init=partitioned(init, (None, None, "channels", None)),
+                   bias_init=partitioned(nn.initializers.zeros_init(), (None,)), dtype=self.dtype,
+                   param_dtype=self.param_dtype)(x)
+
+
+class _ResBlock(nn.Module):
+  features: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = _Conv(self.features, **kw)(nn.silu(x))
+    h = _Conv(self.features, **kw)(nn.silu(h))
+    return x + h
+
+
+def fit_blur_map(blur: jnp.ndarray, disparity: jnp.ndarray, levels: int = 33) -> jnp.ndarray:
+  """The CoC map `K |D - d|` `[B, H, W]` that best fits a per-pixel blur estimate in least squares.
+
+  A photo focused at disparity d with blur K has CoC radius K |D - d| at every pixel; given the
+  disparity D, the pair (d, K) is fitted to the per-pixel estimate `blur` `[B, H, W]` by trying
+  `levels` focus disparities in [0, 1] (K in closed form for each), which turns a noisy local
+  estimate into the layered map the optics imply.
+  """
+  d = jnp.linspace(0.0, 1.0, levels)
+  distance = jnp.abs(disparity[:, None] - d[None, :, None, None])  # [B, levels, H, W]
+  axes = (2, 3)
+  k = (jnp.sum(distance * blur[:, None], axes)
+       / jnp.maximum(jnp.sum(distance * distance, axes), 1e-6))  # [B, levels]
+  k = jnp.maximum(k, 0.0)
+  error = jnp.mean(jnp.square(k[..., None, None] * distance - blur[:, None]), axes)
+  best = jnp.argmin(error, axis=1)
+  k_best = jnp.take_along_axis(k, best[:, None], 1)[:, 0]
+  return k_best[:, None, None] * jnp.abs(disparity - d[best][:, None, None])
+
+
+def _coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
+  """Row and column of each pixel in [-1, 1] `[B, H, W, 2]`: lets the trunk use where a pixel sits
+  in the frame (lower in the frame is nearer on a ground plane)."""
+  rows = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, height)[:, None], (height, width))
+  cols = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, width)[None, :], (height, width))
+  return jnp.broadcast_to(jnp.stack([rows, cols], -1), (batch, height, width, 2))
+
+
+def _pad_to_multiple(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
+  h, w = x.shape[1:3]
+  pad = ((0, 0), (0, -h % multiple), (0, -w % multiple)) + ((0, 0),) * (x.ndim - 3)
+  return jnp.pad(x, pad, mode="edge")
+
+
+class _Trunk(nn.Module):
+  """A U-Net over `[B, H, W, C]` inputs (H, W multiples of 4): features `[B, H, W, widths[0]]`."""
+  widths: tuple[int, ...]
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    skips = []
+    h = _Conv(self.widths[0], **kw)(x)
+    for level, features in enumerate(self.widths):
+      if level:
+        h = _Conv(features, stride=2, **kw)(nn.silu(h))
+      h = _ResBlock(features, **kw)(h)
+      skips.append(h)
+    for level in range(_LEVELS - 1, -1, -1):
+      h = jax.image.resize(h, skips[level].shape[:3] + h.shape[3:], "nearest")
+      h = _Conv(self.widths[level], **kw)(nn.silu(h)) + skips[level]
+      h = _ResBlock(self.widths[level], **kw)(h)
+    return h
+
+
+class Restorer(nn.Module):
+  """`apply(image, disparity | None, depth_keep) -> (sharp, disparity_hat, blur_hat)`.
+
+  `radii`: deconvolution radii in pixels of the image it is applied to: the network reads blur
+  from pixel-scale appearance, so the bank means the same at every resolution. `depth_size`: the
+  longer side at which disparity is estimated (the training size): a larger photo is estimated
+  from a copy resized to it, so the network sees the whole scene's layout as it did in training,
+  and the estimate is resized back. `sharp` is `[B, H, W, 3]` on the [0, 1] scale (the softmax
+  photo plus per-pixel weighted corrections towards each deconvolution and a residual; it starts
+  as the photo itself), `disparity_hat` `[B, H, W]` in [0, 1], `blur_hat` `[B, H, W]` the estimated
+  CoC radius of each pixel of the photo (pixels).
+  """
+  widths: tuple[int, ...] = (16, 32, 64)
+  radii: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+  depth_size: int = 64
+  gamma: float = 2.2
+  regularization: float = 1e-2
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
+               depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    if image.ndim != 4 or image.shape[-1] != 3:
+      raise ValueError(f"Restorer: image must be [B, H, W, 3], got {image.shape}")
+    if len(self.widths) != _LEVELS + 1:
+      raise ValueError(f"Restorer: widths must have {_LEVELS + 1} entries, got {self.widths}")
+    b, height, width, _ = image.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    trunk = _Trunk(self.widths, name="trunk", **kw)
+    depth_head = _Conv(1, name="depth_head", **kw)
+    image = jnp.clip(image.astype(jnp.float32), 0.0, 1.0)
+
+    def features(photo: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+      """(candidates [B, h, w, R + 1, 3], trunk features [B, h, w, widths[0]]) of one photo."""
+      h, w = photo.shape[1:3]
+      bank = wiener_bank(photo, self.radii, gamma=self.gamma, regularization=self.regularization)
+      candidates = jnp.concatenate([photo[:, :, :, None], bank], axis=3)
+      x = jnp.concatenate([2.0 * candidates.reshape(b, h, w, -1) - 1.0, _coordinates(b, h, w)], -1)
+      x = _pad_to_multiple(x, 2 ** _LEVELS)
+      return candidates, trunk(x)[:, :h, :w]
+
+    def estimate_depth(feats: jnp.ndarray) -> jnp.ndarray:
+      return nn.sigmoid(depth_head(nn.silu(feats))[..., 0].astype(jnp.float32))
+
+    candidates, feats = features(image)
+    scale = self.depth_size / max(height, width)
+    if scale < 1.0:  # estimate disparity from the whole scene at the training size
+      small_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+      small = jax.image.resize(image, (b, *small_hw, 3), "linear", antialias=True)
+      disparity_hat = jax.image.resize(estimate_depth(features(small)[1]), (b, height, width),
+                                       "linear")
+    else:
+      disparity_hat = estimate_depth(feats)
+
+    # Sharp-image head: the trunk's features, the given depth (zeros and a 0 flag where absent)
+    # and the estimated depth.
+    if disparity is None:
+      disparity, depth_keep = jnp.zeros((b, height, width)), jnp.zeros((b,), bool)
+    keep = depth_keep.astype(jnp.float32)[:, None, None]
+    depth_in = jnp.stack([(2.0 * disparity - 1.0) * keep, jnp.broadcast_to(keep, disparity.shape),
+                          2.0 * jax.lax.stop_gradient(disparity_hat) - 1.0], axis=-1)
+    g = _Conv(self.widths[0], **kw)(jnp.concatenate([nn.silu(feats), depth_in.astype(feats.dtype)],
+                                                    -1))
+    # The blur map: the CoC radius (pixels) at each pixel of the photo, supervised directly, so
+    # the features learn where and how much the photo is defocused. With depth, the map is also
+    # refitted as K |D - d| (`fit_blur_map`): two numbers per photo, read from every pixel, that
+    # make the depth's layering explicit. The final convolution reads both beside the features:
+    # sharp = photo + sum_k a_k (deconvolution_k - photo) + residual, a_k and the residual from a
+    # zero-initialised convolution, so it starts as the photo and each coefficient's gradient is
+    # its candidate's own correction.
+    blur_hat = nn.softplus(_Conv(1, name="blur_head", **kw)(nn.silu(g))[..., 0]
+                           .astype(jnp.float32))
+    fitted = jnp.where(keep > 0, fit_blur_map(jax.lax.stop_gradient(blur_hat), disparity),
+                       jax.lax.stop_gradient(blur_hat))
+    maps = jnp.stack([jax.lax.stop_gradient(blur_hat), fitted], -1).astype(g.dtype)
+    num = candidates.shape[3] - 1
+    out = _Conv(num + 3, zero_init=True, **kw)(jnp.concatenate([nn.silu(g), maps], -1))
+    out = out.astype(jnp.float32)
+    corrections = candidates[:, :, :, 1:] - image[:, :, :, None]
+    sharp = image + jnp.einsum("bhwr,bhwrc->bhwc", out[..., :num], corrections) + out[..., num:]
+    return sharp, disparity_hat, blur_hat
+
+
+__all__ = ["Restorer", "fit_blur_map"]

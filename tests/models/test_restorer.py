@@ -1,0 +1,63 @@
+"""The restoration stage: shapes, identity at initialisation, depth estimated at the training size,
+and its place in the DiT's parameters."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcamera_jax.models import build_model, example_inputs
+from diffcamera_jax.models.restorer import Restorer, fit_blur_map
+from tests._mp_common import tiny_config
+
+
+def _inputs(b=2, h=20, w=28, seed=0):
+  rs = np.random.RandomState(seed)
+  return (jnp.asarray(rs.uniform(0, 1, (b, h, w, 3)), jnp.float32),
+          jnp.asarray(rs.uniform(0, 1, (b, h, w)), jnp.float32), jnp.array([True, False][:b]))
+
+
+def test_shapes_and_identity_at_initialisation():
+  net = Restorer(widths=(4, 8, 8), depth_size=32)
+  image, disparity, keep = _inputs()
+  params = net.init(jax.random.key(0), image, disparity, keep)
+  sharp, disparity_hat, blur_hat = net.apply(params, image, disparity, keep)
+  assert sharp.shape == image.shape and disparity_hat.shape == blur_hat.shape == image.shape[:3]
+  np.testing.assert_allclose(sharp, image, atol=1e-6)  # zero-initialised correction
+  assert float(disparity_hat.min()) >= 0 and float(disparity_hat.max()) <= 1
+  assert float(blur_hat.min()) >= 0
+  sharp_nodepth, _, _ = net.apply(params, image, None, keep)
+  np.testing.assert_allclose(sharp_nodepth, image, atol=1e-6)
+
+
+def test_depth_of_a_large_photo_is_estimated_at_the_training_size():
+  net = Restorer(widths=(4, 8, 8), depth_size=16)
+  image, disparity, keep = _inputs(b=1, h=40, w=64)
+  params = net.init(jax.random.key(0), image, disparity, keep)
+  _, disparity_hat, _ = net.apply(params, image, None, keep)
+  assert disparity_hat.shape == (1, 40, 64)
+  # Estimated on a 10 x 16 copy and resized back: smooth at the 4-pixel scale.
+  small = jax.image.resize(disparity_hat, (1, 10, 16), "linear", antialias=True)
+  back = jax.image.resize(small, (1, 40, 64), "linear")
+  assert float(jnp.abs(back - disparity_hat).mean()) < 0.05
+
+
+def test_fitted_blur_map_recovers_the_layered_coc_from_a_noisy_estimate():
+  rs = np.random.RandomState(0)
+  disparity = rs.uniform(0, 1, (2, 16, 16)).astype(np.float32)
+  true = np.stack([3.0 * np.abs(disparity[0] - 0.4), 1.5 * np.abs(disparity[1] - 0.8)])
+  noisy = (true + rs.normal(0, 0.3, true.shape)).astype(np.float32)
+  fitted = np.asarray(fit_blur_map(jnp.asarray(noisy), jnp.asarray(disparity)))
+  assert np.abs(fitted - true).mean() < 0.25 * np.abs(noisy - true).mean()
+
+
+def test_dit_creates_and_runs_the_stage_from_a_plain_init():
+  config = tiny_config()
+  assert config.objective.prior == "restore"
+  model, codec = build_model(config)
+  params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
+  assert "restorer" in params
+  image, disparity, keep = _inputs(b=2, h=16, w=16)
+  sharp, _, _ = model.apply({"params": params}, image, disparity, keep, method="restore")
+  np.testing.assert_allclose(sharp, image, atol=1e-6)
+  config.objective.prior = "none"
+  plain, _ = build_model(config)
+  assert "restorer" not in plain.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
