@@ -108,7 +108,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # The restoration stage's own losses: sharp image (squared error), plus its disparity and blur
   # map estimates (absolute errors) at these relative weights.
   config.objective.restore_weight = 1.0
-  config.objective.depth_weight = 0.1
+  config.objective.depth_weight = 1.0
   config.objective.blur_map_weight = 0.1
   # Euler steps for evaluation and refocusing. One step returns the network's estimate of the
   # conditional mean (best PSNR); more steps draw a sample, sharper but farther from the truth

@@ -31,6 +31,7 @@ def _oracle_metrics(batch, codec, objective, subtract_reference):
 
 def test_residual_losses_are_zero_for_the_residual_oracle_only():
   config = tiny_config()
+  config.objective.prior = "none"  # the residual anchored at the reference
   config.objective.residual = True
   config.objective.prediction = "velocity"
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
@@ -54,7 +55,7 @@ class _ZeroChangeModel:
 
 def test_residual_sampler_adds_the_reference_back():
   config = tiny_config()
-  config.objective.prior = "none"
+  config.objective.prior = "none"  # the residual anchored at the reference
   codec = _codec()
   image = np.random.RandomState(0).uniform(0.1, 0.9, (16, 16, 3)).astype(np.float32)
   camera = jnp.zeros((2, 6), jnp.float32)
@@ -71,6 +72,7 @@ def test_residual_sampler_adds_the_reference_back():
 
 def test_x0_prediction_oracle_zeroes_the_losses():
   config = tiny_config()
+  config.objective.prior = "none"  # the residual anchored at the reference
   config.objective.residual = True
   config.objective.prediction = "x0"
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
@@ -91,6 +93,7 @@ class _ZeroX0Model:
 
 def test_x0_prediction_sampler_ends_at_the_prediction():
   config = tiny_config()
+  config.objective.prior = "none"  # the residual anchored at the reference
   config.objective.residual = True
   config.objective.prediction = "x0"
   image = np.random.RandomState(0).uniform(0.1, 0.9, (16, 16, 3)).astype(np.float32)

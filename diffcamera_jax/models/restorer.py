@@ -4,9 +4,9 @@ A small full-resolution convolutional U-Net, run once per photo ahead of the DiT
 and its Wiener deconvolution bank (`optics.deconvolve.wiener_bank`: the photo deconvolved by disks
 of several radii), so deblurring is a per-pixel choice among physically exact candidates plus a
 correction, which a few convolutions learn quickly, rather than detail synthesised through the
-DiT's patch projection. Its trunk sees the photo alone and predicts disparity from it (the
-monocular path, used when no depth map is given); the sharp-image head also sees the given depth
-where there is one.
+DiT's patch projection; the sharp-image head also sees the given depth where there is one. A second
+U-Net predicts disparity from the photo alone (the monocular path, used when no depth map is
+given).
 
 Both outputs are supervised directly (all-in-focus image, true disparity) and feed the physics
 prior (`diffcamera_jax.prior`): the classical render of the sharp estimate with the given or the
@@ -92,8 +92,12 @@ def _pad_to_multiple(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
 
 
 class _Trunk(nn.Module):
-  """A U-Net over `[B, H, W, C]` inputs (H, W multiples of 4): features `[B, H, W, widths[0]]`."""
+  """A U-Net over `[B, H, W, C]` inputs (H, W multiples of 4): features `[B, H, W, widths[0]]`.
+
+  With `global_context`, the coarsest level also receives a projection of its mean over the
+  image (scene-level cues such as where the horizon is)."""
   widths: tuple[int, ...]
+  global_context: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -106,6 +110,8 @@ class _Trunk(nn.Module):
       if level:
         h = _Conv(features, stride=2, **kw)(nn.silu(h))
       h = _ResBlock(features, **kw)(h)
+      if self.global_context and level == _LEVELS:
+        h = h + _Conv(features, kernel=1, **kw)(nn.silu(jnp.mean(h, axis=(1, 2), keepdims=True)))
       skips.append(h)
     for level in range(_LEVELS - 1, -1, -1):
       h = jax.image.resize(h, skips[level].shape[:3] + h.shape[3:], "nearest")
@@ -134,6 +140,22 @@ class Restorer(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
+  def _estimate_depth(self, image: jnp.ndarray) -> jnp.ndarray:
+    """Disparity `[B, H, W]` from the photo alone (its own U-Net with global context, at
+    `depth_size`: a larger photo is estimated from a resized copy and the estimate resized back)."""
+    b, height, width, _ = image.shape
+    scale = min(1.0, self.depth_size / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    small = image if scale == 1.0 else jax.image.resize(image, (b, h, w, 3), "linear",
+                                                       antialias=True)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = jnp.concatenate([2.0 * small - 1.0, _coordinates(b, h, w)], -1)
+    feats = _Trunk(self.widths, global_context=True, name="depth_trunk", **kw)(
+        _pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
+    out = nn.sigmoid(_Conv(1, name="depth_head", **kw)(nn.silu(feats))[..., 0]
+                     .astype(jnp.float32))
+    return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
+
   @nn.compact
   def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
                depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -143,31 +165,15 @@ class Restorer(nn.Module):
       raise ValueError(f"Restorer: widths must have {_LEVELS + 1} entries, got {self.widths}")
     b, height, width, _ = image.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    trunk = _Trunk(self.widths, name="trunk", **kw)
-    depth_head = _Conv(1, name="depth_head", **kw)
     image = jnp.clip(image.astype(jnp.float32), 0.0, 1.0)
+    disparity_hat = self._estimate_depth(image)
 
-    def features(photo: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-      """(candidates [B, h, w, R + 1, 3], trunk features [B, h, w, widths[0]]) of one photo."""
-      h, w = photo.shape[1:3]
-      bank = wiener_bank(photo, self.radii, gamma=self.gamma, regularization=self.regularization)
-      candidates = jnp.concatenate([photo[:, :, :, None], bank], axis=3)
-      x = jnp.concatenate([2.0 * candidates.reshape(b, h, w, -1) - 1.0, _coordinates(b, h, w)], -1)
-      x = _pad_to_multiple(x, 2 ** _LEVELS)
-      return candidates, trunk(x)[:, :h, :w]
-
-    def estimate_depth(feats: jnp.ndarray) -> jnp.ndarray:
-      return nn.sigmoid(depth_head(nn.silu(feats))[..., 0].astype(jnp.float32))
-
-    candidates, feats = features(image)
-    scale = self.depth_size / max(height, width)
-    if scale < 1.0:  # estimate disparity from the whole scene at the training size
-      small_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
-      small = jax.image.resize(image, (b, *small_hw, 3), "linear", antialias=True)
-      disparity_hat = jax.image.resize(estimate_depth(features(small)[1]), (b, height, width),
-                                       "linear")
-    else:
-      disparity_hat = estimate_depth(feats)
+    bank = wiener_bank(image, self.radii, gamma=self.gamma, regularization=self.regularization)
+    candidates = jnp.concatenate([image[:, :, :, None], bank], axis=3)  # [B, H, W, R + 1, 3]
+    x = jnp.concatenate([2.0 * candidates.reshape(b, height, width, -1) - 1.0,
+                         _coordinates(b, height, width)], -1)
+    feats = _Trunk(self.widths, name="trunk", **kw)(_pad_to_multiple(x, 2 ** _LEVELS))
+    feats = feats[:, :height, :width]
 
     # Sharp-image head: the trunk's features, the given depth (zeros and a 0 flag where absent)
     # and the estimated depth.

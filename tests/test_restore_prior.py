@@ -1,0 +1,93 @@
+"""The restoration prior (`objective.prior="restore"`, the default): the restoration stage's
+losses in the train step, the prior as the render of its sharp estimate with the given or the
+estimated depth, and the sampler starting from that prior."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcamera_jax import optics, prior
+from diffcamera_jax.models import build_model, example_inputs
+from diffcamera_jax.models.camera import camera_features
+from diffcamera_jax.sampling import make_sampler
+from diffcamera_jax.train_step import refocus_losses, training_prior_fn
+from tests._mp_common import random_batch, tiny_config
+
+
+def test_restored_prior_uses_the_given_depth_where_kept_and_the_estimate_elsewhere():
+  rs = np.random.RandomState(0)
+  sharp = jnp.asarray(rs.uniform(0, 1, (2, 16, 16, 3)), jnp.float32)
+  given = jnp.asarray(np.repeat(np.linspace(0, 1, 16, dtype=np.float32)[None], 16, 0)[None]
+                      .repeat(2, 0))
+  estimate = 1.0 - given
+  camera = camera_features(jnp.array([[0.1, 0.5], [0.1, 0.5]]), jnp.array([3.0, 3.0]), (16, 16),
+                           jnp.array([0, 0]), jnp.array([0.0, 0.0]))
+  keep = jnp.array([True, False])
+  out = prior.restored_prior(sharp, given, estimate, camera, keep, gamma=2.2, max_radius=8.0)
+  render = lambda d: optics.render(sharp, d, optics.focus_disparity(d, jnp.array([[0.1, 0.5]] * 2)),
+                                   jnp.array([3.0, 3.0]), gamma=2.2, max_radius=8.0)
+  np.testing.assert_allclose(out[0], render(given)[0], atol=1e-5)
+  np.testing.assert_allclose(out[1], render(estimate)[1], atol=1e-5)
+  no_depth = prior.restored_prior(sharp, None, estimate, camera, keep, gamma=2.2, max_radius=8.0)
+  np.testing.assert_allclose(no_depth, render(estimate), atol=1e-5)
+
+
+def test_train_step_losses_include_the_restoration_terms():
+  config = tiny_config()
+  model, codec = build_model(config)
+  params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
+  batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
+  loss, metrics = refocus_losses(model.apply, params, codec, batch, jax.random.key(1),
+                                 config.objective, 4, training_prior_fn(config))
+  for key in ("restore_loss", "depth_loss", "blur_map_loss"):
+    assert np.isfinite(float(metrics[key])) and float(metrics[key]) > 0
+  o = config.objective
+  expected = (metrics["flow_loss"] + o.stack_weight * metrics["stack_loss"] + o.restore_weight * (
+      metrics["restore_loss"] + o.depth_weight * metrics["depth_loss"]
+      + o.blur_map_weight * metrics["blur_map_loss"]))
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+  # An untrained stage returns the reference: its loss is the reference's error to the image.
+  np.testing.assert_allclose(float(metrics["restore_loss"]),
+                             4 * float(jnp.mean((batch["reference"] - batch["image"]) ** 2)),
+                             rtol=1e-5)
+
+
+def test_untrained_sampler_returns_the_render_of_the_reference_with_the_estimated_depth():
+  config = tiny_config()
+  model, codec = build_model(config)
+  params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
+  rs = np.random.RandomState(1)
+  image = rs.uniform(0, 1, (16, 16, 3)).astype(np.float32)
+  camera = camera_features(jnp.array([[0.2, 0.5], [0.8, 0.5]]), jnp.array([2.0, 2.0]), (16, 16),
+                           jnp.array([0, 0]), jnp.array([0.0, 0.0]))
+  sample = make_sampler(model, codec, config)
+  out = sample(params, image, None, camera, jax.random.key(0), num_steps=1)
+  _, estimate, _ = model.apply({"params": params}, jnp.asarray(image[None]), None,
+                               jnp.array([False]), method="restore")
+  expected = prior.restored_prior(jnp.asarray(image[None]).repeat(2, 0), None,
+                                  estimate.repeat(2, 0), camera, jnp.array([False, False]),
+                                  gamma=config.data.gamma,
+                                  max_radius=prior.prior_max_radius((16, 16), 40.0, 512))
+  # The DiT's final layer starts at zero: the sample is the prior.
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_training_with_the_restoration_prior_overfits_one_batch():
+  from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
+  from diffcamera_jax.train_state import create_train_state
+  from diffcamera_jax.train_step import make_train_step
+  config = tiny_config(batch_size=4, image_size=(32, 32))
+  config.optim.learning_rate, config.optim.warmup_steps = 3e-3, 5
+  config.train.num_steps = 1000
+  model, codec = build_model(config)
+  mesh = make_mesh(config)
+  state, sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
+  step = make_train_step(config, model, codec, mesh, sharding)
+  batch = shard_batch(random_batch(0, 4, (32, 32)), mesh, logical_rules(config))
+  first = last = None
+  for _ in range(60):
+    state, metrics = step(state, batch, jax.random.key(7))
+    first = first or {k: float(v) for k, v in metrics.items()}
+    last = {k: float(v) for k, v in metrics.items()}
+  assert last["restore_loss"] < 0.5 * first["restore_loss"], (first, last)
+  assert last["depth_loss"] < 0.95 * first["depth_loss"], (first, last)  # measured 0.92x
+  assert last["loss"] < 0.3 * first["loss"], (first, last)
