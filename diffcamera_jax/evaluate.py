@@ -1,11 +1,13 @@
 """Run the refocusing benchmark on exported models and baselines; write JSON and an HTML report.
 
-    python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--num-scenes N] \
+    python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--baseline DIR] \
+        [--num-scenes N] \
         [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] \
         [--clip-weights FILE] --out OUT
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
-depth)" (the classical renderer applied to the input with the true disparity), the model, and each
+depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
+the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, and each
 ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--model", help="exported model directory (omit to score the baselines only)")
   p.add_argument("--ablation", type=_ablation, action="append", default=[],
                  help="NAME=DIR: another exported model shown side by side (repeatable)")
+  p.add_argument("--baseline", help="exported learned baseline (diffcamera_jax.regression_baseline):"
+                 " a plain regression network scored beside the model")
   p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
   p.add_argument("--size", type=_size, default=None,
                  help="HxW of the scenes (default: the model's training size, else 64x64)")
@@ -79,7 +83,8 @@ def check_args(args: argparse.Namespace) -> None:
   from data_pipeline.procedural import BENCHMARK_NUM_SCENES
   if not 1 <= args.num_scenes <= BENCHMARK_NUM_SCENES:
     raise ValueError(f"--num-scenes {args.num_scenes}: must be in [1, {BENCHMARK_NUM_SCENES}]")
-  for flag, path in [("--model", args.model)] + [(f"--ablation {n}", d) for n, d in args.ablation]:
+  for flag, path in ([("--model", args.model), ("--baseline", args.baseline)]
+                     + [(f"--ablation {n}", d) for n, d in args.ablation]):
     if path is not None and not os.path.isdir(path):
       raise ValueError(f"{flag} {path}: no such directory")
   names = [n for n, _ in args.ablation]
@@ -101,6 +106,14 @@ def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[i
   from diffcamera_jax.refocuser import Refocuser
   methods = {"input unchanged": benchmark.identity_method,
              "renderer (true depth)": benchmark.make_renderer_method()}
+  if args.baseline:
+    from diffcamera_jax import regression_baseline
+    try:
+      baseline = regression_baseline.load_method(args.baseline, use_depth=not args.no_depth)
+    except FileNotFoundError as e:
+      raise ValueError(f"--baseline {args.baseline}: {e}") from None
+    label = "learned baseline (regression)"
+    methods[f"{label} (no depth)" if args.no_depth else label] = baseline
   size = None
   models = ([("model", args.model)] if args.model else []) + list(args.ablation)
   for name, path in models:

@@ -77,7 +77,7 @@ def fit_blur_map(blur: jnp.ndarray, disparity: jnp.ndarray, levels: int = 33) ->
   return k_best[:, None, None] * jnp.abs(disparity - d[best][:, None, None])
 
 
-def _coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
+def pixel_coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
   """Row and column of each pixel in [-1, 1] `[B, H, W, 2]`: lets the trunk use where a pixel sits
   in the frame (lower in the frame is nearer on a ground plane)."""
   rows = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, height)[:, None], (height, width))
@@ -85,13 +85,13 @@ def _coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
   return jnp.broadcast_to(jnp.stack([rows, cols], -1), (batch, height, width, 2))
 
 
-def _pad_to_multiple(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
+def pad_to_multiple(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
   h, w = x.shape[1:3]
   pad = ((0, 0), (0, -h % multiple), (0, -w % multiple)) + ((0, 0),) * (x.ndim - 3)
   return jnp.pad(x, pad, mode="edge")
 
 
-class _Trunk(nn.Module):
+class UNet(nn.Module):
   """A U-Net over `[B, H, W, C]` inputs (H, W multiples of 4): features `[B, H, W, widths[0]]`.
 
   With `global_context`, the coarsest level also receives a projection of its mean over the
@@ -149,9 +149,9 @@ class Restorer(nn.Module):
     small = image if scale == 1.0 else jax.image.resize(image, (b, h, w, 3), "linear",
                                                        antialias=True)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = jnp.concatenate([2.0 * small - 1.0, _coordinates(b, h, w)], -1)
-    feats = _Trunk(self.widths, global_context=True, name="depth_trunk", **kw)(
-        _pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
+    x = jnp.concatenate([2.0 * small - 1.0, pixel_coordinates(b, h, w)], -1)
+    feats = UNet(self.widths, global_context=True, name="depth_trunk", **kw)(
+        pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
     out = nn.sigmoid(_Conv(1, name="depth_head", **kw)(nn.silu(feats))[..., 0]
                      .astype(jnp.float32))
     return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
@@ -171,8 +171,8 @@ class Restorer(nn.Module):
     bank = wiener_bank(image, self.radii, gamma=self.gamma, regularization=self.regularization)
     candidates = jnp.concatenate([image[:, :, :, None], bank], axis=3)  # [B, H, W, R + 1, 3]
     x = jnp.concatenate([2.0 * candidates.reshape(b, height, width, -1) - 1.0,
-                         _coordinates(b, height, width)], -1)
-    feats = _Trunk(self.widths, name="trunk", **kw)(_pad_to_multiple(x, 2 ** _LEVELS))
+                         pixel_coordinates(b, height, width)], -1)
+    feats = UNet(self.widths, name="trunk", **kw)(pad_to_multiple(x, 2 ** _LEVELS))
     feats = feats[:, :height, :width]
 
     # Sharp-image head: the trunk's features, the given depth (zeros and a 0 flag where absent)
@@ -204,4 +204,4 @@ class Restorer(nn.Module):
     return sharp, disparity_hat, blur_hat
 
 
-__all__ = ["Restorer", "fit_blur_map"]
+__all__ = ["Restorer", "UNet", "fit_blur_map", "pad_to_multiple", "pixel_coordinates"]
