@@ -12,6 +12,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.num_workers = 8
   config.model.size = "B"
   config.model.patch_size = 8
+  # CoC radii reach 20 px at 256^2: the deconvolution bank scales with the image (pixels).
+  config.model.restorer.radii = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
+  config.model.restorer.widths = (32, 64, 128)
   config.model.dtype = "bfloat16"
   config.optim.learning_rate = 3e-4
   config.optim.warmup_steps = 1000
