@@ -26,7 +26,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.shuffle_seed = 0
   config.data.gamma = 2.2  # sRGB <-> linear light inside the renderer
   # Cameras, sampled on the host. Blur is a CoC radius in pixels at `blur_reference_size`,
-  # rescaled to the training resolution (DESIGN.md: 0-40 at 512^2, scaled with resolution).
+  # rescaled to the training resolution (0-40 at 512^2, scaled with resolution).
   config.data.blur_range = (0.0, 40.0)
   config.data.blur_reference_size = 512
   config.data.p_source_all_in_focus = 0.3  # reference is the all-in-focus image (K_s = 0)

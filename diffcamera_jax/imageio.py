@@ -7,7 +7,7 @@ is composited on white (the usual look of a cut-out product photo; `alpha="drop"
 instead). Pillow reads 16-bit *colour* PNGs at 8-bit precision, which is below what the model can
 resolve anyway.
 
-Depth maps come back as disparity `[H, W]` in [0, 1] with 1 = nearest (DESIGN.md). Files hold
+Depth maps come back as disparity `[H, W]` in [0, 1] with 1 = nearest (README, Conventions). Files hold
 either disparity (larger = nearer, what monocular estimators such as Depth-Anything output) or
 metric/relative depth (larger = farther); `kind` says which. Both are relative in practice, so by
 default the result is stretched to the full [0, 1] range.

@@ -1,4 +1,4 @@
-"""Loss terms of the refocusing objective (DESIGN.md, "Objective").
+"""Loss terms of the refocusing objective (docs/model.md, "Objective").
 
 `flow_loss`: mean squared error between predicted and true velocity.
 `stacking_loss`: two denoised estimates of one scene focused at two depths, blended by the depth
