@@ -1,9 +1,13 @@
 """Procedural all-in-focus scenes with exact disparity: the built-in, download-free dataset.
 
-A scene is a dead-leaves-style stack of textured, occluding shapes at many depths in front of a
-slanted or gently curved background, plus a few small bright highlights that turn into visible
-bokeh when rendered out of focus. Every pixel's colour and disparity come from the same surface, so
-the disparity map is exact (a per-pixel z-buffer decides occlusion).
+Two layouts, drawn per scene:
+- "ground" (`GROUND_FRACTION` of scenes, `data_pipeline/ground_scene.py`): a ground plane receding
+  in perspective under a sky, objects standing on it, with the depth cues of a photograph;
+- "layers": a dead-leaves-style stack of textured, occluding shapes at many depths in front of a
+  slanted or gently curved background: dense depth edges at every disparity.
+Both get small bright highlights that turn into visible bokeh when rendered out of focus. Every
+pixel's colour and disparity come from the same surface, so the disparity map is exact (a
+per-pixel z-buffer decides occlusion).
 
 Scenes are deterministic in `(seed, index)`, numpy-only (they are generated inside Grain worker
 processes) and resolution independent in layout: geometry lives in coordinates scaled by the longer
@@ -13,32 +17,61 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipeline import ground_scene
+from data_pipeline import textures
+
 # The held-out benchmark used by evaluation: scene i is `make_scene(BENCHMARK_SEED, i, H, W)`.
 BENCHMARK_SEED = 10_000
 BENCHMARK_NUM_SCENES = 150
 
 _BACKGROUND_MAX_DISPARITY = 0.3  # background surfaces stay behind every foreground shape
 _FOREGROUND_DISPARITY = (0.3, 1.0)
+LAYOUTS = ("ground", "layers")
+GROUND_FRACTION = 0.5
 
 
-def make_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def make_scene(seed: int, index: int, height: int, width: int,
+               layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Returns scene `(seed, index)` as (image [H, W, 3] f32 sRGB in [0, 1], disparity [H, W] f32).
 
   Disparity is in [0, 1] with 1 = nearest. Training draws `index` = 0, 1, 2, ... under
   `config.data.procedural_seed`; evaluation uses `BENCHMARK_SEED`, so the two never overlap.
+  `layout` forces one of `LAYOUTS`; by default each scene draws its own.
   """
   _check_int("seed", seed, minimum=0)
   _check_int("index", index, minimum=0)
   _check_int("height", height, minimum=1)
   _check_int("width", width, minimum=1)
+  if layout is not None and layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {LAYOUTS} or None, got {layout!r}")
   rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+  drawn = "ground" if rng.random() < GROUND_FRACTION else "layers"
   scale = float(max(height, width))
   xs = (np.arange(width, dtype=np.float32) + 0.5) / scale  # x to the right
   ys = (np.arange(height, dtype=np.float32) + 0.5) / scale  # y down
   u, v = np.meshgrid(xs, ys)
+  if (layout or drawn) == "ground":
+    image, disparity = ground_scene.paint_ground_scene(rng, u, v)
+  else:
+    image, disparity = _layered_scene(rng, u, v)
+  np.clip(image, 0.0, 1.0, out=image)
+  np.clip(disparity, 0.0, 1.0, out=disparity)
+  return image.astype(np.float32), disparity.astype(np.float32)
 
+
+def scene_layout(seed: int, index: int) -> str:
+  """The layout scene `(seed, index)` draws (cheap: no pixels are computed)."""
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+  return "ground" if rng.random() < GROUND_FRACTION else "layers"
+
+
+def _layered_scene(rng: np.random.Generator, u: np.ndarray,
+                   v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Dead-leaves layout: occluding shapes in front of a slanted or curved background."""
+  height, width = u.shape
+  scale = float(max(height, width))
   background = _background_disparity(rng, u, v)
-  background_rng = _child(rng)
+  background_rng = textures.child(rng)
   # Painted front to back with a z-test, so each pixel's texture is computed once, for the
   # surface that is visible there; the background fills whatever no shape covers.
   image = np.zeros((height, width, 3), np.float32)
@@ -49,11 +82,9 @@ def make_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarr
     _paint_shape(rng, u, v, float(d), image, disparity)
   uncovered = disparity < 0
   disparity[uncovered] = background[uncovered]
-  image[uncovered] = _texture(background_rng, u[uncovered], v[uncovered], frame=(0.5, 0.5, 0.5))
+  image[uncovered] = textures.texture(background_rng, u[uncovered], v[uncovered], frame=(0.5, 0.5, 0.5))
   _paint_highlights(rng, u, v, image, scale)
-  np.clip(image, 0.0, 1.0, out=image)
-  np.clip(disparity, 0.0, 1.0, out=disparity)
-  return image.astype(np.float32), disparity.astype(np.float32)
+  return image, disparity
 
 
 def benchmark_scene(index: int, height: int, width: int,
@@ -134,7 +165,7 @@ def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: floa
   cy = rng.uniform(-0.05, height / scale + 0.05)
   size = rng.uniform(0.04, 0.14) * (0.6 + 1.2 * d)  # nearer shapes are larger on average
   tilt = rng.uniform(-0.3, 0.3, size=2)
-  shape_rng, texture_rng = _child(rng), _child(rng)
+  shape_rng, texture_rng = textures.child(rng), textures.child(rng)
   # Restrict work to the shape's bounding box (the longest extent is a bar of 3 * size).
   reach = 3.2 * size
   i0, i1 = _span(cy - reach, cy + reach, scale, height)
@@ -148,14 +179,9 @@ def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: floa
   visible = mask & (local_d > disparity[i0:i1, j0:j1])
   if not visible.any():
     return
-  image[i0:i1, j0:j1][visible] = _texture(texture_rng, uu[visible], vv[visible],
+  image[i0:i1, j0:j1][visible] = textures.texture(texture_rng, uu[visible], vv[visible],
                                           frame=(cx, cy, reach))
   disparity[i0:i1, j0:j1][visible] = local_d[visible]
-
-
-def _child(rng: np.random.Generator) -> np.random.Generator:
-  """An independent generator that consumes exactly one draw of `rng`."""
-  return np.random.default_rng(int(rng.integers(2**63)))
 
 
 def _span(lo: float, hi: float, scale: float, size: int) -> tuple[int, int]:
@@ -175,88 +201,3 @@ def _paint_highlights(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
     j0, j1 = _span(cx - radius, cx + radius, scale, width)
     spot = np.hypot(u[i0:i1, j0:j1] - cx, v[i0:i1, j0:j1] - cy) <= radius
     image[i0:i1, j0:j1][spot] = tint.astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------ textures
-
-
-def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
-                 cells: float) -> np.ndarray:
-  """Bilinear value noise in [0, 1] with `cells` lattice cells per unit length.
-
-  The lattice covers the unit square in absolute coordinates, so the noise is the same function
-  of (u, v) at every resolution and for every crop of the grid.
-  """
-  n = int(np.ceil(cells)) + 2
-  lattice = rng.random((n, n)).astype(np.float32)
-  x, y = np.clip(u, 0.0, 1.0) * cells, np.clip(v, 0.0, 1.0) * cells
-  x0, y0 = np.floor(x), np.floor(y)
-  fx, fy = x - x0, y - y0
-  fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)  # smoothstep
-  ix, iy = x0.astype(np.int64), y0.astype(np.int64)
-  top = lattice[iy, ix] * (1 - fx) + lattice[iy, ix + 1] * fx
-  bottom = lattice[iy + 1, ix] * (1 - fx) + lattice[iy + 1, ix + 1] * fx
-  return top * (1 - fy) + bottom * fy
-
-
-def _fractal_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-  base = rng.uniform(3.0, 10.0)
-  total, weight = np.zeros_like(u), 0.0
-  for octave in range(4):
-    amp = 0.55 ** octave
-    total += amp * _value_noise(rng, u, v, base * 2 ** octave)
-    weight += amp
-  return total / weight
-
-
-def _strokes(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, frame) -> np.ndarray:
-  """Glyph-like pattern: a few thick line segments and arcs inside `frame`, 1 on the strokes."""
-  out = np.zeros_like(u)
-  cx, cy, half = frame
-  extent = 2.0 * half
-  width = extent * rng.uniform(0.01, 0.03)
-  for _ in range(int(rng.integers(3, 9))):
-    p = np.array([cx - half, cy - half]) + rng.random(2) * extent
-    if rng.random() < 0.6:  # segment
-      q = p + rng.normal(size=2) * extent * 0.3
-      d = q - p
-      t = np.clip(((u - p[0]) * d[0] + (v - p[1]) * d[1]) / max(float(d @ d), 1e-12), 0.0, 1.0)
-      dist = np.hypot(u - p[0] - t * d[0], v - p[1] - t * d[1])
-    else:  # ring arc
-      radius = extent * rng.uniform(0.05, 0.25)
-      dist = np.abs(np.hypot(u - p[0], v - p[1]) - radius)
-    out = np.maximum(out, (dist <= width).astype(np.float32))
-  return out
-
-
-def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray,
-             frame: tuple[float, float, float]) -> np.ndarray:
-  """A random colour texture [..., 3] at points (u, v): noise, stripes, checkers, gradient, strokes.
-
-  Every pattern is a pointwise function of (u, v), so only visible pixels need evaluating.
-  `frame` = (centre x, centre y, half extent) of the surface it covers, for gradients and strokes.
-  """
-  c0, c1 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
-  kind = rng.integers(5)
-  angle = rng.uniform(0.0, np.pi)
-  along = np.cos(angle) * u + np.sin(angle) * v
-  across = -np.sin(angle) * u + np.cos(angle) * v
-  freq = rng.uniform(6.0, 60.0)  # cycles per unit length (longer image side)
-  if kind == 0:
-    t = _fractal_noise(rng, u, v)
-  elif kind == 1:
-    t = 0.5 + 0.5 * np.sin(2 * np.pi * freq * along + rng.uniform(0, 2 * np.pi))
-    if rng.random() < 0.5:
-      t = (t > 0.5).astype(np.float32)
-  elif kind == 2:
-    t = ((np.floor(along * freq) + np.floor(across * freq)) % 2).astype(np.float32)
-  elif kind == 3:
-    centre = np.cos(angle) * frame[0] + np.sin(angle) * frame[1]
-    t = np.clip(0.5 + 0.5 * (along - centre) / frame[2], 0.0, 1.0)
-  else:
-    t = _strokes(rng, u, v, frame)
-  t = t.astype(np.float32)
-  image = c0 + (c1 - c0) * t[..., None]
-  grain = rng.uniform(0.01, 0.06)  # per-pixel detail: real high-frequency content everywhere
-  image = image + grain * rng.standard_normal(image.shape, dtype=np.float32)
-  return np.clip(image, 0.0, 1.0).astype(np.float32)
