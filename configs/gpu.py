@@ -15,6 +15,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # CoC radii reach 20 px at 256^2: the deconvolution bank scales with the image (pixels).
   config.model.restorer.radii = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
   config.model.restorer.widths = (32, 64, 128)
+  config.model.restorer.depth_widths = (32, 64, 128)
   config.model.dtype = "bfloat16"
   config.optim.learning_rate = 3e-4
   config.optim.warmup_steps = 1000

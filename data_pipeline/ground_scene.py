@@ -75,6 +75,9 @@ def draw_placements(rng: np.random.Generator, camera: Camera, height: float,
                     "post": rng.uniform(0.6, 2.0)}[kind]
     aspect = {"tree": rng.uniform(0.4, 0.9), "block": rng.uniform(0.3, 1.5),
               "dome": rng.uniform(1.2, 2.5), "sphere": 1.0, "post": rng.uniform(0.1, 0.3)}[kind]
+    # An object never fills the frame: one that would be wider than 45 % of it or taller than 90 %
+    # stands farther away instead (its size and base still follow from its depth).
+    e = min(e, 0.45 * width / (world_height * aspect), 0.9 * height / world_height)
     placements.append(Placement(kind=kind, r=float(r), e=float(e), height=float(world_height * e),
                                 width=float(world_height * aspect * e),
                                 disparity=float(min(camera.gain * e, 1.0))))

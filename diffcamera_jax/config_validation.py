@@ -93,15 +93,17 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                       "(the flow generates the change from the prior)")
   if prior == "restore":
     restorer = model.restorer
-    if len(restorer.widths) != 3 or min(restorer.widths) <= 0:
-      raise ConfigError(f"config.model.restorer.widths={tuple(restorer.widths)}: expected three "
-                        "positive channel counts (full, 1/2 and 1/4 resolution)")
+    for name in ("widths", "depth_widths"):
+      widths = tuple(restorer.get(name, restorer.widths))
+      if len(widths) != 3 or min(widths) <= 0:
+        raise ConfigError(f"config.model.restorer.{name}={widths}: expected three positive "
+                          "channel counts (full, 1/2 and 1/4 resolution)")
     if not restorer.radii or min(restorer.radii) <= 0:
       raise ConfigError(f"config.model.restorer.radii={tuple(restorer.radii)} must be positive")
     if restorer.regularization <= 0:
       raise ConfigError(f"config.model.restorer.regularization={restorer.regularization} must "
                         "be > 0")
-    for field in ("restore_weight", "depth_weight", "blur_map_weight"):
+    for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor"):
       if config.objective[field] < 0:
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
   if config.objective.stack_weight < 0:

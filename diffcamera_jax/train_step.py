@@ -86,7 +86,8 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
         batch["disparity"], optics.focus_disparity(batch["disparity"], batch["source_focus"]),
         batch["source_blur"]))
     restore_terms = restoration_losses(sharp, disparity_hat, blur_hat, batch["image"],
-                                       batch["disparity"], source_coc)
+                                       batch["disparity"], source_coc,
+                                       mse_floor=float(objective.get("restore_mse_floor", 0.0)))
     sg = jax.lax.stop_gradient
     prior_image = prior_fn(_pair(sg(sharp), sg(sharp)), disparity2,
                            _pair(sg(disparity_hat), sg(disparity_hat)), camera, keep2)
@@ -130,14 +131,30 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
 
 
 def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat: jnp.ndarray,
-                       image: jnp.ndarray, disparity: jnp.ndarray,
-                       source_coc: jnp.ndarray) -> dict[str, jnp.ndarray]:
-  """The restoration stage's terms: squared error of the sharp estimate to the all-in-focus image
-  (on the [-1, 1] scale of the pixel latents, so it weighs like the flow term), mean absolute
-  errors of the disparity estimate and of the blur map (CoC radius, pixels) of the reference."""
-  return {"restore_loss": 4.0 * jnp.mean(jnp.square(sharp - image)),
+                       image: jnp.ndarray, disparity: jnp.ndarray, source_coc: jnp.ndarray,
+                       mse_floor: float = 0.0) -> dict[str, jnp.ndarray]:
+  """The restoration stage's terms: the error of the sharp estimate to the all-in-focus image,
+  mean absolute errors of the disparity estimate and of the blur map (CoC radius, pixels) of the
+  reference.
+
+  The image term is `4 · MSE` on the [-1, 1] scale of the pixel latents (so it weighs like the
+  flow term) when `mse_floor` is 0. With `mse_floor` > 0 it is the per-example log error
+  `4 · _TYPICAL_MSE · mean_i log(MSE_i + mse_floor)`: each example's PSNR, the quantity evaluation
+  averages per scene, so a nearly sharp photo (MSE ~1e-5) is weighed by its own scale rather than
+  drowned by blurred ones (MSE ~1e-3, whose gradients keep about their plain-MSE size); the floor
+  bounds the weight of an exactly sharp one.
+  """
+  per_example = jnp.mean(jnp.square(sharp - image), axis=tuple(range(1, sharp.ndim)))
+  if mse_floor > 0:
+    image_term = 4.0 * _TYPICAL_MSE * jnp.mean(jnp.log(per_example + mse_floor))
+  else:
+    image_term = 4.0 * jnp.mean(per_example)
+  return {"restore_loss": image_term,
           "depth_loss": jnp.mean(jnp.abs(disparity_hat - disparity)),
           "blur_map_loss": jnp.mean(jnp.abs(blur_hat - source_coc))}
+
+
+_TYPICAL_MSE = 1e-3  # a blurred training reference's squared error, [0, 1] scale
 
 
 def training_prior_fn(config: ml_collections.ConfigDict) -> Callable | None:

@@ -34,11 +34,16 @@ def test_unknown_field_is_named():
     ("model.latent_mode", "latent", r"config\.model\.latent_mode"),
     ("data.source", "web", r"config\.data\.source"),
     ("train.num_steps", 0, r"config\.train\.num_steps"),
+    ("model.restorer.widths", (16, 32), r"config\.model\.restorer\.widths"),
+    ("model.restorer.depth_widths", (8, 0, 32), r"config\.model\.restorer\.depth_widths"),
 ])
 def test_bad_values_are_named(field, value, message):
   config = default.get_config()
-  section, key = field.split(".")
-  config[section][key] = value
+  *sections, key = field.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  node[key] = value
   with pytest.raises(ConfigError, match=message):
     validate_config(config)
 

@@ -91,3 +91,22 @@ def test_training_with_the_restoration_prior_overfits_one_batch():
   assert last["restore_loss"] < 0.5 * first["restore_loss"], (first, last)
   assert last["depth_loss"] < 0.95 * first["depth_loss"], (first, last)  # measured 0.92x
   assert last["loss"] < 0.3 * first["loss"], (first, last)
+
+
+def test_log_error_weighs_each_example_by_its_own_scale():
+  """With a floor the image term is the mean log error: a nearly sharp example's small error
+  counts as it does in a per-scene mean PSNR, not drowned by a blurred example's large one."""
+  from diffcamera_jax.train_step import restoration_losses
+  image = jnp.zeros((2, 8, 8, 3))
+  sharp = image.at[0].add(0.1).at[1].add(0.001)  # MSE 1e-2 and 1e-6
+  zeros = jnp.zeros((2, 8, 8))
+  term = lambda s, floor: restoration_losses(s, zeros, zeros, image, zeros, zeros,
+                                             mse_floor=floor)["restore_loss"]
+  np.testing.assert_allclose(term(sharp, 0.0), 4.0 * (1e-2 + 1e-6) / 2, rtol=1e-5)
+  np.testing.assert_allclose(term(sharp, 1e-5),
+                             4e-3 * np.mean(np.log([1e-2 + 1e-5, 1e-6 + 1e-5])), rtol=1e-5)
+  # Removing the sharp example's error against halving the blurred one's: the log term values
+  # the first hundreds of times more than plain squared error does.
+  ratio = lambda floor: ((term(sharp, floor) - term(sharp.at[1].multiply(0.0), floor))
+                         / (term(sharp, floor) - term(sharp.at[0].multiply(0.5), floor)))
+  assert ratio(1e-5) > 100 * ratio(0.0)

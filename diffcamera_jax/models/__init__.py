@@ -54,7 +54,8 @@ def build_restorer(config: ml_collections.ConfigDict) -> Restorer | None:
   if config.objective.get("prior", "none") != "restore":
     return None
   r = config.model.restorer
-  return Restorer(widths=tuple(r.widths), radii=tuple(r.radii),
+  return Restorer(widths=tuple(r.widths), depth_widths=tuple(r.get("depth_widths", r.widths)),
+                  radii=tuple(r.radii),
                   depth_size=int(max(config.data.image_size)),
                   gamma=float(config.data.gamma), regularization=float(r.regularization),
                   dtype=_dtype(config.model.dtype, "dtype"),

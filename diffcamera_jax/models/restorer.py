@@ -133,6 +133,7 @@ class Restorer(nn.Module):
   CoC radius of each pixel of the photo (pixels).
   """
   widths: tuple[int, ...] = (16, 32, 64)
+  depth_widths: tuple[int, ...] = (16, 32, 64)  # the disparity U-Net's
   radii: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
   depth_size: int = 64
   gamma: float = 2.2
@@ -150,7 +151,7 @@ class Restorer(nn.Module):
                                                        antialias=True)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = jnp.concatenate([2.0 * small - 1.0, pixel_coordinates(b, h, w)], -1)
-    feats = UNet(self.widths, global_context=True, name="depth_trunk", **kw)(
+    feats = UNet(self.depth_widths, global_context=True, name="depth_trunk", **kw)(
         pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
     out = nn.sigmoid(_Conv(1, name="depth_head", **kw)(nn.silu(feats))[..., 0]
                      .astype(jnp.float32))
@@ -161,8 +162,10 @@ class Restorer(nn.Module):
                depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     if image.ndim != 4 or image.shape[-1] != 3:
       raise ValueError(f"Restorer: image must be [B, H, W, 3], got {image.shape}")
-    if len(self.widths) != _LEVELS + 1:
-      raise ValueError(f"Restorer: widths must have {_LEVELS + 1} entries, got {self.widths}")
+    for name in ("widths", "depth_widths"):
+      if len(getattr(self, name)) != _LEVELS + 1:
+        raise ValueError(f"Restorer: {name} must have {_LEVELS + 1} entries, "
+                         f"got {getattr(self, name)}")
     b, height, width, _ = image.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     image = jnp.clip(image.astype(jnp.float32), 0.0, 1.0)
