@@ -130,6 +130,9 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
                 "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}
 
 
+_TYPICAL_MSE = 1e-3  # a blurred training reference's squared error, [0, 1] scale
+
+
 def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat: jnp.ndarray,
                        image: jnp.ndarray, disparity: jnp.ndarray, source_coc: jnp.ndarray,
                        mse_floor: float = 0.0) -> dict[str, jnp.ndarray]:
@@ -152,9 +155,6 @@ def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat:
   return {"restore_loss": image_term,
           "depth_loss": jnp.mean(jnp.abs(disparity_hat - disparity)),
           "blur_map_loss": jnp.mean(jnp.abs(blur_hat - source_coc))}
-
-
-_TYPICAL_MSE = 1e-3  # a blurred training reference's squared error, [0, 1] scale
 
 
 def training_prior_fn(config: ml_collections.ConfigDict) -> Callable | None:
