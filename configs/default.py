@@ -106,8 +106,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # with the given depth (the reference itself without depth). "none": the change from the
   # reference alone, as in the paper.
   config.objective.prior = "restore"  # "none" | "render" | "restore"
-  # The restoration stage's own losses: sharp image (squared error), plus its disparity and blur
-  # map estimates (absolute errors) at these relative weights.
+  # The restoration stage's own losses: sharp image (log or squared error, below), plus its
+  # disparity and blur map estimates (absolute errors) at these relative weights.
   config.objective.restore_weight = 1.0
   # > 0: the sharp-image term is the per-example log error (mean PSNR, as evaluated) with this
   # floor on each example's MSE; 0: plain squared error (train_step.restoration_losses).

@@ -49,6 +49,7 @@ class Camera:
     return du * c + dv * s, -du * s + dv * c
 
   def to_image(self, r: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) image coordinates of horizon coordinates (r, e): the inverse of `to_horizon`."""
     c, s = np.cos(self.roll), np.sin(self.roll)
     return self.centre_u + r * c - e * s, self.horizon_v + r * s + e * c
 
@@ -167,7 +168,8 @@ def _hill_texture(rng, u, v) -> np.ndarray:
 
 def _ground(rng, r, e, scale, haze_depth, horizon_colour) -> np.ndarray:
   """Ground texture in world coordinates (X, Z) = (r, 1) / e, low-passed where it would alias."""
-  depth = 1.0 / np.maximum(e, 1e-4)
+  e = np.maximum(e, 1e-4)
+  depth = 1.0 / e
   x, z = r * depth, depth
   palette = rng.integers(3)  # grass, earth / sand, stone / asphalt
   hues = [(0.17, 0.33), (0.05, 0.13), (0.0, 1.0)][palette]
@@ -176,9 +178,14 @@ def _ground(rng, r, e, scale, haze_depth, horizon_colour) -> np.ndarray:
   c1 = textures.natural_colour(rng, hues=hues, saturation=sat, value=(5.0, 3.0))
   nyquist = 0.25 * scale  # cycles per unit image length kept before fading to the mean
 
+  def kept(frequency):
+    # How much of a pattern survives at this image frequency (cycles per unit image length): a
+    # pattern of `cells` per unit of ground has cells / e^2 across the horizon (dZ/de = 1 / e^2)
+    # and cells / e along it.
+    return np.exp(-(frequency / nyquist) ** 2)
+
   def octave(lattice, cells):
-    # The pattern's image frequency is about cells * dZ/de = cells / e^2 across the horizon.
-    keep = np.exp(-(cells / np.maximum(e, 1e-4) ** 2 / nyquist) ** 2)
+    keep = kept(cells / e ** 2)
     return keep * textures.lattice_noise(lattice, x * cells, z * cells) + (1 - keep) * 0.5
 
   base = rng.uniform(1.0, 4.0)
@@ -189,12 +196,11 @@ def _ground(rng, r, e, scale, haze_depth, horizon_colour) -> np.ndarray:
   if pattern == 1:  # paving: tiles with darker joints
     tile = rng.uniform(0.3, 1.5)
     joints = np.minimum(np.abs((x / tile) % 1.0 - 0.5), np.abs((z / tile) % 1.0 - 0.5)) > 0.45
-    keep = np.exp(-(1.0 / tile / np.maximum(e, 1e-4) ** 2 / nyquist) ** 2)
-    t = t * (1 - 0.6 * keep * joints)
+    t = t * (1 - 0.6 * kept(1.0 / tile / e ** 2) * joints)
   elif pattern == 2:  # rows (furrows, planks) running away from the camera
     period = rng.uniform(0.3, 1.2)
     stripes = 0.5 + 0.5 * np.cos(2 * np.pi * x / period)
-    keep = np.exp(-(1.0 / period / np.maximum(e, 1e-4) / nyquist) ** 2)
+    keep = kept(1.0 / period / e)
     t = 0.6 * t + 0.4 * (keep * stripes + (1 - keep) * 0.5)
   colour = c0 + (c1 - c0) * t[..., None]
   colour = colour + rng.uniform(0.005, 0.03) * rng.standard_normal(colour.shape, dtype=np.float32)
@@ -299,7 +305,7 @@ def _paint_object(rng, placement: Placement, camera: Camera, light: float, u, v,
       sx, sy, radius = 0.0, 0.9 * p.height, max(0.4 * p.width, 0.04 * p.height)
     else:
       sx = 0.45 * light * p.width / 2
-      sy = (0.5 + 0.25) * p.height if p.kind == "sphere" else 0.75 * p.height
+      sy = 0.75 * p.height
       radius = 0.08 * max(p.width, p.height)
     radius = max(radius, 0.6 / scale)  # at least about a pixel
     spot = np.hypot(xs - sx, ys - sy) <= radius

@@ -44,8 +44,8 @@ def make_scene(seed: int, index: int, height: int, width: int,
   _check_int("width", width, minimum=1)
   if layout is not None and layout not in LAYOUTS:
     raise ValueError(f"layout must be one of {LAYOUTS} or None, got {layout!r}")
-  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
-  drawn = "ground" if rng.random() < GROUND_FRACTION else "layers"
+  rng = _scene_rng(seed, index)
+  drawn = _draw_layout(rng)
   scale = float(max(height, width))
   xs = (np.arange(width, dtype=np.float32) + 0.5) / scale  # x to the right
   ys = (np.arange(height, dtype=np.float32) + 0.5) / scale  # y down
@@ -61,7 +61,15 @@ def make_scene(seed: int, index: int, height: int, width: int,
 
 def scene_layout(seed: int, index: int) -> str:
   """The layout scene `(seed, index)` draws (cheap: no pixels are computed)."""
-  rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+  return _draw_layout(_scene_rng(seed, index))
+
+
+def _scene_rng(seed: int, index: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _draw_layout(rng: np.random.Generator) -> str:
+  """The scene generator's first draw: its layout."""
   return "ground" if rng.random() < GROUND_FRACTION else "layers"
 
 
@@ -82,7 +90,8 @@ def _layered_scene(rng: np.random.Generator, u: np.ndarray,
     _paint_shape(rng, u, v, float(d), image, disparity)
   uncovered = disparity < 0
   disparity[uncovered] = background[uncovered]
-  image[uncovered] = textures.texture(background_rng, u[uncovered], v[uncovered], frame=(0.5, 0.5, 0.5))
+  image[uncovered] = textures.texture(background_rng, u[uncovered], v[uncovered],
+                                      frame=(0.5, 0.5, 0.5))
   _paint_highlights(rng, u, v, image, scale)
   return image, disparity
 
@@ -180,7 +189,7 @@ def _paint_shape(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, d: floa
   if not visible.any():
     return
   image[i0:i1, j0:j1][visible] = textures.texture(texture_rng, uu[visible], vv[visible],
-                                          frame=(cx, cy, reach))
+                                                  frame=(cx, cy, reach))
   disparity[i0:i1, j0:j1][visible] = local_d[visible]
 
 

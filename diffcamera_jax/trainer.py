@@ -82,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                                            every_steps=config.train.log_every, every_secs=None)
 
   # ------------------------------------------------------------------ loop
-  # Multi-process CPU collectives can deadlock when processes run ahead; blocking on each step avoids it.
+  # Multi-process CPU collectives can deadlock when processes run ahead: block on each step.
   block_each_step = jax.process_count() > 1 and jax.devices()[0].platform == "cpu"
   step = start_step
   try:
