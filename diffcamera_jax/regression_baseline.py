@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipeline.simulate import max_blur_radius
 from diffcamera_jax import optics
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
 
@@ -73,14 +74,9 @@ class RegressionNet(nn.Module):
     return reference + residual
 
 
-def _blur_top(config: ml_collections.ConfigDict) -> float:
-  from data_pipeline.simulate import max_blur_radius
-  return max_blur_radius(config.data)
-
-
 def build(config: ml_collections.ConfigDict) -> RegressionNet:
   widths = tuple(config.baseline.widths) if "baseline" in config else WIDTHS
-  return RegressionNet(widths=widths, blur_top=_blur_top(config))
+  return RegressionNet(widths=widths, blur_top=max_blur_radius(config.data))
 
 
 def pair_loss(net: RegressionNet, params: Any, example: dict, keep: jnp.ndarray) -> jnp.ndarray:
