@@ -114,6 +114,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.objective.restore_mse_floor = 1e-5
   config.objective.depth_weight = 1.0
   config.objective.blur_map_weight = 0.1
+  # > 0 (prediction "x0" only): the flow term is the per-example log error of the clean latent
+  # with this floor on each example's MSE ([0, 1] image scale); 0: plain squared error.
+  config.objective.flow_mse_floor = 1e-5
   # Euler steps for evaluation and refocusing. One step returns the network's estimate of the
   # conditional mean (best PSNR); more steps draw a sample, sharper but farther from the truth
   # in PSNR (README, Results).

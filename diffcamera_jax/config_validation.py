@@ -108,6 +108,13 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
   if config.objective.stack_weight < 0:
     raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
+  flow_floor = config.objective.get("flow_mse_floor", 0.0)
+  if flow_floor < 0:
+    raise ConfigError(f"config.objective.flow_mse_floor={flow_floor} must be >= 0")
+  if flow_floor > 0 and config.objective.prediction != "x0":
+    raise ConfigError(f"config.objective.flow_mse_floor={flow_floor} applies to "
+                      "objective.prediction='x0' only; set it to 0 for "
+                      f"{config.objective.prediction!r}")
   for blades in data.aperture_blades:
     if blades < 0 or blades in (1, 2):
       raise ConfigError(f"config.data.aperture_blades contains {blades}: use 0 (disk) or >= 3")

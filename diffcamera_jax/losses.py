@@ -1,6 +1,7 @@
 """Loss terms of the refocusing objective (docs/model.md, "Objective").
 
-`flow_loss`: mean squared error between predicted and true velocity.
+`flow_loss`: mean squared error between predicted and true velocity (or clean latent), or the
+per-example log error (`log_error`).
 `stacking_loss`: two denoised estimates of one scene focused at two depths, blended by the depth
 mask, must equal the multi-focus image (all in the model's latent space):
 `|| M_l * x0_hat_1 + (1 - M_l) * x0_hat_2 - enc(F) ||^2`, `M_l` the mask average-pooled to the
@@ -9,11 +10,27 @@ latent grid.
 import jax.numpy as jnp
 
 
-def flow_loss(v_hat: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  """Mean of `(v_hat - v)^2` over all elements."""
+def flow_loss(v_hat: jnp.ndarray, v: jnp.ndarray, mse_floor: float = 0.0,
+              typical_mse: float = 4e-3) -> jnp.ndarray:
+  """Mean of `(v_hat - v)^2` over all elements, or with `mse_floor` > 0 the per-example log
+  error `log_error(...)` of the same squared errors."""
   if v_hat.shape != v.shape:
     raise ValueError(f"flow_loss: v_hat {v_hat.shape} and v {v.shape} differ in shape")
-  return jnp.mean(jnp.square(v_hat.astype(jnp.float32) - v.astype(jnp.float32)))
+  sq = jnp.square(v_hat.astype(jnp.float32) - v.astype(jnp.float32))
+  if mse_floor > 0:
+    return log_error(jnp.mean(sq, axis=tuple(range(1, sq.ndim))), mse_floor, typical_mse)
+  return jnp.mean(sq)
+
+
+def log_error(per_example_mse: jnp.ndarray, mse_floor: float, typical_mse: float) -> jnp.ndarray:
+  """`typical_mse · mean_i log(MSE_i + mse_floor)`: the mean per-example PSNR (up to sign and
+  scale), the quantity evaluation averages per scene.
+
+  An example with a tiny error (a nearly sharp photo) is weighed by its own scale rather than
+  drowned by examples with large ones; at `MSE_i = typical_mse` the gradient equals plain MSE's,
+  and the floor bounds the weight of an exact one.
+  """
+  return typical_mse * jnp.mean(jnp.log(per_example_mse + mse_floor))
 
 
 def pool_mask(mask: jnp.ndarray, latent_hw: tuple[int, int]) -> jnp.ndarray:

@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from diffcamera_jax import flow, optics, prior
-from diffcamera_jax.losses import flow_loss, stacking_loss
+from diffcamera_jax.losses import flow_loss, log_error, stacking_loss
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
 from diffcamera_jax.sharding import batch_spec, logical_rules, replicated
@@ -29,6 +29,7 @@ REQUIRED_KEYS = ("reference", "target", "target_2", "stack_mask", "multifocus", 
                  "aperture_rotation")
 # Further keys the restoration stage's supervision reads (objective.prior="restore").
 RESTORE_KEYS = ("image", "source_focus", "source_blur")
+_TYPICAL_MSE = 1e-3  # a blurred training reference's squared error, [0, 1] scale
 
 
 def _pair(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -113,9 +114,11 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   out = apply_fn({"params": params}, x_t, t2, reference2, disparity2, camera, keep2,
                  train=True, rngs={"dropout": rng_dropout}, **extra)
   if objective.get("prediction", "velocity") == "x0":
-    # The network outputs x0_hat itself (v_hat = (x_t - x0_hat) / t); the loss is on x0.
+    # The network outputs x0_hat itself (v_hat = (x_t - x0_hat) / t); the loss is on x0, or its
+    # per-example log error with the floor given on the [0, 1] image scale (x4 on the latents).
     x0_hat = out
-    l_flow = flow_loss(x0_hat, x0)
+    l_flow = flow_loss(x0_hat, x0, mse_floor=4.0 * float(objective.get("flow_mse_floor", 0.0)),
+                       typical_mse=4.0 * _TYPICAL_MSE)
   else:
     l_flow = flow_loss(out, flow.velocity_target(x0, noise2))
     x0_hat = flow.denoised_estimate(x_t, t2, out)
@@ -129,8 +132,6 @@ def refocus_losses(apply_fn: Callable, params: Any, codec: LatentCodec, batch: d
   return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack, **restore_terms,
                 "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}
 
-
-_TYPICAL_MSE = 1e-3  # a blurred training reference's squared error, [0, 1] scale
 
 
 def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat: jnp.ndarray,
@@ -149,7 +150,7 @@ def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat:
   """
   per_example = jnp.mean(jnp.square(sharp - image), axis=tuple(range(1, sharp.ndim)))
   if mse_floor > 0:
-    image_term = 4.0 * _TYPICAL_MSE * jnp.mean(jnp.log(per_example + mse_floor))
+    image_term = 4.0 * log_error(per_example, mse_floor, _TYPICAL_MSE)
   else:
     image_term = 4.0 * jnp.mean(per_example)
   return {"restore_loss": image_term,

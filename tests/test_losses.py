@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffcamera_jax.losses import flow_loss, pool_mask, stack_blend, stacking_loss
+from diffcamera_jax.losses import flow_loss, log_error, pool_mask, stack_blend, stacking_loss
 
 
 def _scene(seed=0, b=2, h=8, w=8, c=3):
@@ -20,6 +20,22 @@ def test_flow_loss_is_the_mean_squared_error():
   np.testing.assert_allclose(flow_loss(a, b), np.mean((a - b) ** 2), rtol=1e-6)
   with pytest.raises(ValueError, match="v_hat"):
     flow_loss(a, b[..., :2])
+
+
+def test_log_flow_loss_weighs_each_example_by_its_own_error():
+  target = jnp.zeros((2, 4, 4, 3))
+  errors = jnp.asarray([1e-1, 1e-3])  # per-example RMS: a badly and a nearly right example
+  pred = target + errors[:, None, None, None]
+  np.testing.assert_allclose(float(flow_loss(pred, target, mse_floor=1e-6, typical_mse=4e-3)),
+                             4e-3 * float(jnp.mean(jnp.log(errors ** 2 + 1e-6))), rtol=1e-6)
+  np.testing.assert_allclose(float(log_error(errors ** 2, 1e-6, 4e-3)),
+                             float(flow_loss(pred, target, mse_floor=1e-6, typical_mse=4e-3)))
+  # The gradient per unit of squared error is `typical / (MSE_i + floor)`: the nearly right example
+  # pulls ~5000x harder than under plain MSE relative to the bad one, where the two are equal.
+  per_unit = jax.grad(lambda m: log_error(m, 1e-6, 4e-3))(errors ** 2)
+  plain = jax.grad(lambda m: jnp.mean(m))(errors ** 2)
+  np.testing.assert_allclose(per_unit / plain, 4e-3 / (errors ** 2 + 1e-6), rtol=1e-5)
+  assert per_unit[1] / per_unit[0] > 4000
 
 
 def test_pool_mask_averages_blocks():

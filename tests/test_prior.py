@@ -67,6 +67,7 @@ def test_prior_is_the_classical_render_with_depth_and_the_reference_without():
 def test_losses_anchor_the_residual_at_the_prior():
   config = _render_config()
   config.objective.prediction = "x0"
+  config.objective.flow_mse_floor = 0.0  # plain squared error: the oracle's loss is 0
   config.objective.p_depth_drop = 0.5
   codec = LatentCodec(params=None)
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
@@ -199,6 +200,7 @@ def test_training_with_the_prior_overfits_one_batch():
   config.optim.learning_rate, config.optim.warmup_steps = 3e-3, 5
   config.objective.p_depth_drop = 0.5
   config.train.num_steps = 1000
+  config.objective.flow_mse_floor = 0.0  # plain squared error, so the ratio is of MSEs
   assert config.objective.prior == "render"
   model, codec = build_model(config)
   mesh = make_mesh(config)

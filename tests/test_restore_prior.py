@@ -90,9 +90,13 @@ def test_training_with_the_restoration_prior_overfits_one_batch():
     state, metrics = step(state, batch, jax.random.key(7))
     first = first or {k: float(v) for k, v in metrics.items()}
     last = {k: float(v) for k, v in metrics.items()}
-  assert last["restore_loss"] < 0.5 * first["restore_loss"], (first, last)
-  assert last["depth_loss"] < 0.95 * first["depth_loss"], (first, last)  # measured 0.92x
-  assert last["loss"] < 0.3 * first["loss"], (first, last)
+  # The image and flow terms are per-example log errors (4e-3 · mean log MSE): their change over
+  # 4e-3 is the log of the ratio of geometric-mean squared errors.
+  mse_ratio = lambda key: np.exp((last[key] - first[key]) / 4e-3)
+  assert mse_ratio("restore_loss") < 0.6, (first, last)  # measured 0.45
+  assert mse_ratio("flow_loss") < 0.7, (first, last)  # measured 0.54
+  assert last["depth_loss"] < 0.5 * first["depth_loss"], (first, last)  # measured 0.30x
+  assert last["stack_loss"] < 0.2 * first["stack_loss"], (first, last)  # measured 0.04x
 
 
 def test_log_error_weighs_each_example_by_its_own_scale():

@@ -80,8 +80,13 @@ def test_x0_prediction_oracle_zeroes_the_losses():
   ref = codec.encode(batch["reference"])
   x0 = codec.encode(_pair(batch["target"], batch["target_2"])) - _pair(ref, ref)
   apply_fn = lambda variables, x_t, t, *args, **kwargs: x0
+  config.objective.flow_mse_floor = 0.0  # plain squared error
   _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config.objective, 4)
   assert float(metrics["flow_loss"]) < 1e-10 and float(metrics["stack_loss"]) < 1e-10
+  # The per-example log error is at its minimum, `4e-3 · log(4 · floor)` on the [-1, 1] latents.
+  config.objective.flow_mse_floor = 1e-5
+  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config.objective, 4)
+  np.testing.assert_allclose(float(metrics["flow_loss"]), 4e-3 * np.log(4e-5), rtol=1e-6)
 
 
 class _ZeroX0Model:

@@ -29,6 +29,7 @@ def setup():
   # default objective (prior, t centred high) is checked in tests/test_prior.py.
   config.objective.prior = "none"
   config.objective.timestep_mean = 0.0
+  config.objective.flow_mse_floor = 0.0  # plain squared error, as in the paper
   model, codec = build_model(config)
   mesh = make_mesh(config)
   return config, model, codec, mesh
