@@ -4,19 +4,26 @@ Each step directory holds three items: `state` (the sharded TrainState, every pr
 own shards), `data_iter` (the Grain iterator state of this process, so a resumed run continues with
 exactly the batch that would have come next) and `config` (JSON, for people and for `export`).
 Orbax writes a step into a temporary directory and renames it when complete, so a save interrupted
-by a crash is never listed; `restore_latest` also falls back to the previous step when the newest
-one cannot be read, so a damaged directory never costs the run.
+by a crash is never listed. A step that is listed but cannot be read (a file truncated or zeroed by a
+half-finished copy, metadata missing) is moved aside as `STEP.corrupt-<UTC time>` in the same
+directory — never deleted — and `restore_latest` falls back to the previous step, so the run
+resumes and later saves that step number afresh instead of crash-looping on it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import grain
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -60,13 +67,43 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   return restored["state"]
 
 
+def _all_processes_ok(ok: bool) -> bool:
+  """True when `ok` holds on every process (a step one process cannot read is unusable to all)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
+def move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
+  """Renames step directory `step` to `STEP.corrupt-<UTC time>` beside it (process 0; any path
+  `etils.epath` handles, gs:// included) and makes the manager forget it; returns the new path."""
+  source = epath.Path(manager.directory) / str(step)
+  target = source.parent / f"{step}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+  if jax.process_index() == 0:
+    source.rename(target)
+    logging.warning("checkpoint step %d cannot be restored (%s); moved aside to %s", step, reason,
+                    target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")
+  manager.reload()
+  return str(target)
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
                    data_iter: Any | None) -> tuple[int, Any] | None:
-  """Restores the newest readable step, newest first; None when the workdir has no checkpoint."""
+  """Restores the newest readable step, newest first; None when the workdir has no checkpoint.
+
+  A step that fails to restore on any process is moved aside (`move_aside`) and the previous one
+  tried. What a restore reads is checked by Orbax itself (metadata, array shapes and dtypes,
+  the OCDBT manifest); a zeroed or truncated data file fails to decode rather than load garbage.
+  """
   for step in sorted(manager.all_steps(), reverse=True):
+    restored, reason = None, ""
     try:
-      return step, restore(manager, step, abstract_state, data_iter)
-    except Exception as error:  # A damaged step (e.g. a crash on a non-atomic filesystem).
-      logging.warning("checkpoint step %d cannot be restored (%s: %s); trying the previous one",
-                      step, type(error).__name__, error)
+      restored = restore(manager, step, abstract_state, data_iter)
+    except Exception as error:  # A damaged step (e.g. a half-copied bucket, a zeroed file).
+      reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if _all_processes_ok(restored is not None):
+      return step, restored
+    move_aside(manager, step, reason or "another process could not read it")
   return None

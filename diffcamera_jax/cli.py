@@ -1,0 +1,58 @@
+"""What the command-line programs share: user errors end in one line and exit code 2.
+
+A user error is a problem with what was given — a flag, a config field, a path, a file — and is
+reported as `PROGRAM: error: MESSAGE` on stderr with exit code 2 and no traceback. Anything else
+is an internal error and keeps Python's traceback (exit 1), so the two are never confused.
+
+Exit codes: 0 done; 1 internal error; 2 user error; 3 training stopped on a non-finite loss;
+4 training stopped because background work failed or a wait ran past its limit (`watchdog`).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import NoReturn, Sequence
+
+from absl import flags
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+EXIT_STALLED = 4
+
+
+class UserError(ValueError):
+  """A problem with the user's input (flag, config field, path, file); the message names it."""
+
+
+def fail(program: str, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+  """Prints `program: error: message` (one line) to stderr and exits with `code`."""
+  print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _config_override_message(error: Exception, argv: Sequence[str]) -> str:
+  """Names the `--config.*` override an ml_collections lookup error came from."""
+  text = " ".join(str(error).replace("\\n", " ").replace("\\'", "'").split()).strip("'\" ")
+  missing = re.match(r"'?([A-Za-z_][A-Za-z0-9_]*)'?", text)
+  if missing:
+    field = missing.group(1)
+    for arg in argv:
+      name = arg.split("=", 1)[0].lstrip("-")
+      if name.startswith("config.") and name.split(".")[-1] == field:
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        return (f"--{name}: config has no field {name.split('.', 1)[1]!r}"
+                + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+  return f"bad config override: {text}"
+
+
+def absl_flags_parser(program: str):
+  """A `flags_parser` for `absl.app.run` that reports bad flags and config overrides (unknown
+  field, malformed value, missing or broken config file) as one line with exit code 2."""
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as error:
+      fail(program, str(error))
+    except (AttributeError, KeyError) as error:  # ml_collections: a field the config lacks
+      fail(program, _config_override_message(error, argv))
+  return parse
