@@ -162,6 +162,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 3
   config.train.async_checkpointing = True
+  # The longest the trainer waits on a data batch, a step (collectives included; the first step,
+  # which compiles, is exempt) or a checkpoint save before it names the wait and exits (code 4).
+  config.train.watchdog_seconds = 600
 
   # ---------------------------------------------------------------- evaluation during training
   config.eval = ml_collections.ConfigDict()
@@ -179,6 +182,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.log_every = 2
     config.train.eval_every = 5
     config.train.checkpoint_every = 5
+    config.train.watchdog_seconds = 60
     config.eval.num_scenes = 2
     config.eval.sample_steps = 2
     config.objective.sample_steps = 2

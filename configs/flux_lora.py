@@ -51,6 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.log_every = 50
   config.train.eval_every = 2_000
   config.train.checkpoint_every = 1_000
+  config.train.watchdog_seconds = 1800  # a large state to a bucket
   config.eval.num_scenes = 32
   config.eval.sample_steps = 28
   config.objective.sample_steps = 28

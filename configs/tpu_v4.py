@@ -42,6 +42,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.log_every = 100
   config.train.eval_every = 10_000
   config.train.checkpoint_every = 2000
+  config.train.watchdog_seconds = 1800  # a large state to a bucket
   config.train.keep_checkpoints = 5
   config.eval.num_scenes = 64
   config.eval.sample_steps = 28

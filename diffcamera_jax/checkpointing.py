@@ -28,17 +28,25 @@ from jax.experimental import multihost_utils
 CHECKPOINT_DIR = "checkpoints"
 
 
+def absolute(path: str) -> str:
+  """`path` made absolute; URLs such as `gs://bucket/run` are kept as they are."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  return str(epath.Path(absolute(workdir)) / CHECKPOINT_DIR)
 
 
 def make_checkpoint_manager(workdir: str, config: ml_collections.ConfigDict, *,
                             read_only: bool = False) -> ocp.CheckpointManager:
-  """A manager saving every `config.train.checkpoint_every` steps, keeping the newest N."""
+  """A manager saving every `config.train.checkpoint_every` steps, keeping the newest N; its
+  background threads give up after `config.train.watchdog_seconds` rather than wait forever."""
+  timeout = int(config.train.get("watchdog_seconds", 0))
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=config.train.checkpoint_every,
       max_to_keep=config.train.keep_checkpoints,
       enable_async_checkpointing=config.train.async_checkpointing,
+      async_options=ocp.AsyncOptions(timeout_secs=timeout) if timeout > 0 else None,
       create=not read_only,
       read_only=read_only,
   )
@@ -102,7 +110,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
     try:
       restored = restore(manager, step, abstract_state, data_iter)
     except Exception as error:  # A damaged step (e.g. a half-copied bucket, a zeroed file).
-      reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+      reason = f"{type(error).__name__}: {str(error)[:300]}"
     if _all_processes_ok(restored is not None):
       return step, restored
     move_aside(manager, step, reason or "another process could not read it")

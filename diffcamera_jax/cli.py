@@ -45,14 +45,40 @@ def _config_override_message(error: Exception, argv: Sequence[str]) -> str:
   return f"bad config override: {text}"
 
 
-def absl_flags_parser(program: str):
+def _last_line(error: Exception) -> str:
+  """The line of a (possibly multi-line, traceback-carrying) message that says what failed."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def absl_flags_parser(program: str, config_flags: Sequence[str] = ("config",)):
   """A `flags_parser` for `absl.app.run` that reports bad flags and config overrides (unknown
-  field, malformed value, missing or broken config file) as one line with exit code 2."""
+  field, malformed value, missing or broken config file) as one line with exit code 2.
+
+  `config_flags` are `ml_collections` config-file flags, loaded here (they load lazily) so a
+  missing file or a failing `get_config` is reported as the flag's problem.
+  """
   def parse(argv: list[str]) -> list[str]:
+    def given(name: str) -> str:
+      return next((a for a in reversed(argv) if a.split("=", 1)[0].lstrip("-") == name),
+                  f"--{name}")
+
     try:
-      return flags.FLAGS(argv)
+      rest = flags.FLAGS(argv)
     except flags.Error as error:
-      fail(program, str(error))
+      fail(program, _last_line(error) if "Traceback" in str(error) else str(error))
     except (AttributeError, KeyError) as error:  # ml_collections: a field the config lacks
       fail(program, _config_override_message(error, argv))
+    except OSError as error:  # a config file that cannot be read, met while applying overrides
+      fail(program, f"{given(config_flags[0]) if config_flags else ''}: {_last_line(error)}")
+    for name in config_flags:
+      try:
+        value = getattr(flags.FLAGS, name)
+        if value is not None:
+          value.keys()  # a config that failed to load is a proxy that raises here
+      except (AttributeError, KeyError) as error:
+        fail(program, _config_override_message(error, argv))
+      except Exception as error:  # the user's config file: missing, or its get_config failed
+        fail(program, f"{given(name)}: {_last_line(error)}")
+    return rest
   return parse

@@ -12,11 +12,12 @@ import ml_collections
 
 from configs import default as default_config
 from diffcamera_jax import sharding
+from diffcamera_jax.cli import UserError
 
 _MESH_AXES = ("data", "fsdp", "tensor")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config field has an impossible or missing value."""
 
 

@@ -16,10 +16,12 @@ Every failure is a `ValueError` whose message names the file.
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Literal, Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -165,8 +167,17 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
   """Writes a float `[H, W, 3]` image in [0, 1] as 8-bit sRGB (format from the extension)."""
   path = os.fspath(path)
   image = _check_rgb(image)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   try:
+    if "://" in path:  # a bucket (gs://...): encode here, write through etils.epath
+      fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+      if fmt is None:
+        raise ValueError(f"unknown extension {os.path.splitext(path)[1]!r}")
+      buffer = io.BytesIO()
+      Image.fromarray(to_uint8(image)).save(buffer, format=fmt)
+      epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+      epath.Path(path).write_bytes(buffer.getvalue())
+      return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     Image.fromarray(to_uint8(image)).save(path)
   except (ValueError, KeyError) as e:  # Pillow: unknown extension
     raise ValueError(f"output {path}: cannot write this format ({e})") from None

@@ -128,7 +128,6 @@ class HeldOutEvaluator:
     grids = self.sweep_grids(params)
     writer.write_images(step, {f"samples/{k}": v[None] for k, v in grids.items()})
     if jax.process_index() == 0:
-      os.makedirs(self.samples_dir, exist_ok=True)
       for name, grid in grids.items():
         save_image(os.path.join(self.samples_dir, f"step_{step:07d}_{name}.png"), grid)
     return scalars

@@ -16,8 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from diffcamera_jax import distributed
-from diffcamera_jax.config_validation import ConfigError
+from diffcamera_jax import cli, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (`get_config(arg)`).",
@@ -49,12 +48,14 @@ def main(argv: list[str]) -> int:
   from diffcamera_jax import trainer  # Imported after the runtime is up: it touches devices.
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, trainer.NonFiniteLossError) as error:
-    logging.error("%s", error)
-    print(f"error: {error}", file=sys.stderr)
-    return 2 if isinstance(error, ConfigError) else 3
+  except cli.UserError as error:  # config fields, paths (ConfigError is one)
+    cli.fail("train", str(error), cli.EXIT_BAD_INPUT)
+  except trainer.NonFiniteLossError as error:
+    cli.fail("train", str(error), cli.EXIT_NON_FINITE)
+  except trainer.BackgroundWorkError as error:
+    cli.fail("train", str(error), cli.EXIT_STALLED)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=cli.absl_flags_parser("train"))

@@ -7,7 +7,6 @@ is checkpointed, so a resumed run is bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -16,15 +15,23 @@ import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
 
+from etils import epath
+
 from data_pipeline import pipeline, simulate as simulate_lib
 from diffcamera_jax import checkpointing, models, sharding, train_state, train_step as train_step_lib
 from diffcamera_jax import periodic_eval
+from diffcamera_jax.cli import UserError
 from diffcamera_jax.config_validation import validate_config
 from diffcamera_jax.preemption import StopRequest
+from diffcamera_jax.watchdog import Watchdog
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+
+
+class BackgroundWorkError(RuntimeError):
+  """A checkpoint save running in the background failed; the run stops instead of waiting."""
 
 
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
@@ -35,18 +42,34 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         "The last good checkpoint is intact: lower config.optim.learning_rate or check the data.")
 
 
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` and its checkpoint folder and checks both can be written (local or any
+  `etils.epath` URL); returns the absolute workdir. Raises `UserError` naming the path."""
+  root = epath.Path(checkpointing.absolute(workdir))
+  ckpt = epath.Path(checkpointing.checkpoint_dir(str(root)))
+  for path, what in ((root, "--workdir"), (ckpt, "checkpoint folder")):
+    if path.exists() and not path.is_dir():
+      raise UserError(f"{what} {path} exists and is not a directory")
+    try:
+      path.mkdir(parents=True, exist_ok=True)
+      probe = path / f".write_probe.{jax.process_index()}"
+      probe.write_text("")
+      probe.unlink()
+    except OSError as error:
+      raise UserError(f"{what} {path} is not usable: {error.strerror or error}") from None
+  return str(root)
+
+
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
   # ------------------------------------------------------------------ setup
   validate_config(config, num_devices=jax.device_count())
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = prepare_workdir(workdir)
   _write_config(workdir, config)
   mesh = sharding.make_mesh(config)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -84,39 +107,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   # ------------------------------------------------------------------ loop
   # Multi-process CPU collectives can deadlock when processes run ahead: block on each step.
   block_each_step = jax.process_count() > 1 and jax.devices()[0].platform == "cpu"
+  watchdog, limit = Watchdog(), config.train.watchdog_seconds
   step = start_step
   try:
     with metric_writers.ensure_flushes(writer):
       while step < config.train.num_steps:
-        with report.timed("data"):
-          host_batch = next(data_iter)
-          batch = pipeline.to_global_batch(host_batch, mesh)
-        step_rng = jax.random.fold_in(loop_rng, step)
-        render_rng, update_rng = jax.random.split(step_rng)
-        example = simulate(batch, render_rng)
-        state, metrics = train_step(state, example, update_rng)
-        if block_each_step:
-          jax.block_until_ready(metrics)
-        step += 1
-        report(step)
+        # The first step compiles (minutes for a large model): not bounded.
+        with watchdog.waiting(f"step {step + 1} (data batch, device work, collectives)",
+                              limit if step > start_step else 0):
+          with report.timed("data"):
+            host_batch = next(data_iter)
+            batch = pipeline.to_global_batch(host_batch, mesh)
+          step_rng = jax.random.fold_in(loop_rng, step)
+          render_rng, update_rng = jax.random.split(step_rng)
+          example = simulate(batch, render_rng)
+          state, metrics = train_step(state, example, update_rng)
+          if block_each_step:
+            jax.block_until_ready(metrics)
+          step += 1
+          report(step)
 
-        is_last = step == config.train.num_steps
-        must_stop = stop.should_stop(step, sync=step % config.train.log_every == 0 or is_last)
-        save_due = must_stop or is_last or step % config.train.checkpoint_every == 0
-        if step % config.train.log_every == 0 or save_due:
-          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          _check_finite(step, scalars)
-          writer.write_scalars(step, scalars)
+          is_last = step == config.train.num_steps
+          must_stop = stop.should_stop(step, sync=step % config.train.log_every == 0 or is_last)
+          save_due = must_stop or is_last or step % config.train.checkpoint_every == 0
+          if step % config.train.log_every == 0 or save_due:
+            scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            _check_finite(step, scalars)
+            writer.write_scalars(step, scalars)
         if step % config.train.eval_every == 0:
           with report.timed("eval"):
             evaluator.run(train_state.full_params(state.ema_params, frozen), step, writer)
         if save_due:
-          checkpointing.save(manager, step, state, data_iter, config, force=True)
+          with watchdog.waiting(f"the checkpoint save of step {step}", limit):
+            try:
+              manager.check_for_errors()  # a failed background save stops the run here
+              checkpointing.save(manager, step, state, data_iter, config, force=True)
+            except Exception as error:
+              raise BackgroundWorkError(
+                  f"checkpoint save failed by step {step} ({type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''}); the previous "
+                  "checkpoints are kept") from error
         if must_stop:
           logging.warning("stop requested (SIGTERM): checkpoint saved at step %d, exiting", step)
           break
   finally:  # Also on errors (e.g. a non-finite loss): finish the saves already started.
-    manager.wait_until_finished()
-    manager.close()
+    with watchdog.waiting("the checkpoint saves to finish", limit):
+      try:
+        manager.wait_until_finished()
+        manager.close()
+      except Exception as error:  # already failing: keep the first error, log this one
+        logging.error("finishing checkpoint saves failed: %s: %s", type(error).__name__, error)
+        raise BackgroundWorkError(f"checkpoint save failed ({type(error).__name__}: "
+                                  f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    watchdog.close()
     stop.restore_handler()
   return state

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from data_pipeline.image_depth_folder.image_depth_folder_dataset_builder import (
     Builder, ImageDepthFolderConfig)
+from data_pipeline.image_depth_folder import reading
 from data_pipeline.image_depth_folder.reading import BadFileError
 
 NAME = "image_depth_folder"
@@ -32,7 +33,8 @@ def prepare(source_dir: str | pathlib.Path, data_dir: str | pathlib.Path, *,
   if map_kind not in names:
     raise ValueError(f"map_kind must be one of {names}, got {map_kind!r}")
   if not pathlib.Path(source_dir).is_dir():
-    raise FileNotFoundError(f"source_dir {source_dir} does not exist or is not a folder")
+    raise reading.MissingSourceError(f"source_dir {source_dir} does not exist or is not a folder")
+  reading.find_splits(source_dir)  # an empty folder: our message, not TFDS's assertion
   builder = Builder(config=map_kind, data_dir=str(data_dir), skip_bad=skip_bad)
   builder.download_and_prepare(
       file_format="array_record",

@@ -83,6 +83,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       yield pair.key, {"image": image, "disparity": reading.quantize_disparity(disparity),
                        "key": pair.key}
     if kept == 0:
-      raise ValueError(f"{split_dir}: none of the {len(pairs)} photos is usable "
-                       f"({len(self.skipped)} skipped as bad)")
+      raise reading.BadFileError(split_dir, f"none of the {len(pairs)} photos is usable "
+                                 f"({len(self.skipped)} skipped as bad)")
     self.info.metadata["skipped"] = list(self.skipped)

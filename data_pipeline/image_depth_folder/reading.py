@@ -20,8 +20,16 @@ MAP_KINDS = ("disparity", "depth")
 DISPARITY_LEVELS = 65535  # disparity is stored as uint16: value / DISPARITY_LEVELS in [0, 1]
 
 
-class BadFileError(ValueError):
-  """A source file that cannot be used; the message starts with its path."""
+class SourceError(Exception):
+  """A problem with the source folder or one of its files: the user's to fix (CLI: exit 2)."""
+
+
+class MissingSourceError(SourceError, FileNotFoundError):
+  """The source folder, its images/ folder or any photo in it is missing."""
+
+
+class BadFileError(SourceError, ValueError):
+  """A source file (or a whole split) that cannot be used; the message starts with its path."""
 
   def __init__(self, path: pathlib.Path | str, reason: str):
     super().__init__(f"{path}: {reason}")
@@ -41,12 +49,12 @@ def find_splits(root: pathlib.Path | str) -> dict[str, pathlib.Path]:
   """Split name -> split folder: `root` itself is `train`, or each sub-folder with `images/`."""
   root = pathlib.Path(root)
   if not root.is_dir():
-    raise FileNotFoundError(f"source folder {root} does not exist or is not a folder")
+    raise MissingSourceError(f"source folder {root} does not exist or is not a folder")
   if (root / "images").is_dir():
     return {"train": root}
   splits = {p.name: p for p in sorted(root.iterdir()) if (p / "images").is_dir()}
   if not splits:
-    raise FileNotFoundError(
+    raise MissingSourceError(
         f"{root}: expected an images/ folder, or split folders (train/, validation/, ...) "
         "holding one")
   return splits
@@ -66,7 +74,7 @@ def find_pairs(split_dir: pathlib.Path | str) -> list[Pair]:
       raise BadFileError(path, f"ambiguous map: both {maps[0]} and {maps[1]} exist")
     pairs.append(Pair(key=rel.as_posix(), image_path=path, map_path=maps[0] if maps else None))
   if not pairs:
-    raise FileNotFoundError(f"{images_dir}: no images with suffix {IMAGE_SUFFIXES}")
+    raise MissingSourceError(f"{images_dir}: no images with suffix {IMAGE_SUFFIXES}")
   return pairs
 
 
