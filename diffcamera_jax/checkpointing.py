@@ -19,6 +19,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -97,20 +98,33 @@ def move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
   return str(target)
 
 
+def verify_train_state(step: int, state: Any) -> None:
+  """Raises ValueError unless `state` is plausibly what step `step` saved: its step counter
+  matches and every floating-point leaf is finite (a garbled chunk that still decodes)."""
+  if hasattr(state, "step") and int(jax.device_get(state.step)) != step:
+    raise ValueError(f"state.step is {int(jax.device_get(state.step))}, not {step}")
+  finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  if finite and not bool(jax.device_get(jnp.all(jnp.stack(finite)))):
+    raise ValueError("non-finite values in the restored state")
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
                    data_iter: Any | None) -> tuple[int, Any] | None:
   """Restores the newest readable step, newest first; None when the workdir has no checkpoint.
 
-  A step that fails to restore on any process is moved aside (`move_aside`) and the previous one
-  tried. What a restore reads is checked by Orbax itself (metadata, array shapes and dtypes,
-  the OCDBT manifest); a zeroed or truncated data file fails to decode rather than load garbage.
+  A step that fails to restore or to verify (`verify_train_state`) on any process is moved aside
+  (`move_aside`) and the previous one tried. Orbax and TensorStore check what they read (metadata,
+  array shapes and dtypes, the OCDBT manifest, compressed chunk framing): a zeroed or truncated
+  data file fails to decode rather than load garbage.
   """
   for step in sorted(manager.all_steps(), reverse=True):
     restored, reason = None, ""
     try:
       restored = restore(manager, step, abstract_state, data_iter)
+      verify_train_state(step, restored)
     except Exception as error:  # A damaged step (e.g. a half-copied bucket, a zeroed file).
-      reason = f"{type(error).__name__}: {str(error)[:300]}"
+      restored, reason = None, f"{type(error).__name__}: {str(error)[:300]}"
     if _all_processes_ok(restored is not None):
       return step, restored
     move_aside(manager, step, reason or "another process could not read it")

@@ -9,11 +9,13 @@ Exit codes: 0 done; 1 internal error; 2 user error; 3 training stopped on a non-
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import NoReturn, Sequence
 
 from absl import flags
+from etils import epath
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
@@ -22,6 +24,22 @@ EXIT_STALLED = 4
 
 class UserError(ValueError):
   """A problem with the user's input (flag, config field, path, file); the message names it."""
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str) -> epath.Path:
+  """Creates the folder `path` (local or any `etils.epath` URL) and checks a file can be written
+  in it; raises `UserError` naming `what` and the path otherwise."""
+  path = epath.Path(path)
+  if path.exists() and not path.is_dir():
+    raise UserError(f"{what} {path} exists and is not a directory")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_probe.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as error:
+    raise UserError(f"{what} {path} is not usable: {error.strerror or error}") from None
+  return path
 
 
 def fail(program: str, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

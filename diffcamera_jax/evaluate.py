@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from diffcamera_jax.cli import ensure_writable_dir
+
 EXIT_BAD_INPUT = 2
 
 
@@ -98,6 +100,7 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--clip-weights {args.clip_weights}: no such file")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
+  ensure_writable_dir(args.out, "--out")
 
 
 def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[int, int] | None]:

@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from diffcamera_jax.cli import ensure_writable_dir
+
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
@@ -24,8 +26,8 @@ def save_exported(path: str, config: ml_collections.ConfigDict, params: Any) -> 
   """Writes `config.json` and `params/` under `path` (created; an existing export is refused)."""
   path = os.path.abspath(path)
   if os.path.exists(os.path.join(path, PARAMS_DIR)):
-    raise FileExistsError(f"export: {path} already holds an exported model; choose another --out")
-  os.makedirs(path, exist_ok=True)
+    raise FileExistsError(f"{path} already holds an exported model; choose another --out")
+  ensure_writable_dir(path, "--out")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(path, PARAMS_DIR), params)
   if jax.process_index() == 0:
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     step = export_from_workdir(args.workdir, args.out, args.step)
   except (FileNotFoundError, FileExistsError, ValueError) as error:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"export: error: {error}", file=sys.stderr)
     return 2
   print(f"exported step {step} of {args.workdir} to {os.path.abspath(args.out)}")
   return 0

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from diffcamera_jax.cli import ensure_writable_dir
+
 EXIT_BAD_INPUT = 2
 
 
@@ -92,6 +94,7 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--model {args.model}: no such directory")
   if not args.out.lower().endswith((".png", ".jpg", ".jpeg")):
     raise ValueError(f"--out {args.out}: must end in .png or .jpg")
+  ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
 
 
 def frame_paths(out: str, n: int) -> list[str]:

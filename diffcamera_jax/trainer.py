@@ -20,7 +20,7 @@ from etils import epath
 from data_pipeline import pipeline, simulate as simulate_lib
 from diffcamera_jax import checkpointing, models, sharding, train_state, train_step as train_step_lib
 from diffcamera_jax import periodic_eval
-from diffcamera_jax.cli import UserError
+from diffcamera_jax.cli import ensure_writable_dir
 from diffcamera_jax.config_validation import validate_config
 from diffcamera_jax.preemption import StopRequest
 from diffcamera_jax.watchdog import Watchdog
@@ -45,19 +45,10 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
 def prepare_workdir(workdir: str) -> str:
   """Creates `workdir` and its checkpoint folder and checks both can be written (local or any
   `etils.epath` URL); returns the absolute workdir. Raises `UserError` naming the path."""
-  root = epath.Path(checkpointing.absolute(workdir))
-  ckpt = epath.Path(checkpointing.checkpoint_dir(str(root)))
-  for path, what in ((root, "--workdir"), (ckpt, "checkpoint folder")):
-    if path.exists() and not path.is_dir():
-      raise UserError(f"{what} {path} exists and is not a directory")
-    try:
-      path.mkdir(parents=True, exist_ok=True)
-      probe = path / f".write_probe.{jax.process_index()}"
-      probe.write_text("")
-      probe.unlink()
-    except OSError as error:
-      raise UserError(f"{what} {path} is not usable: {error.strerror or error}") from None
-  return str(root)
+  root = checkpointing.absolute(workdir)
+  ensure_writable_dir(root, "--workdir")
+  ensure_writable_dir(checkpointing.checkpoint_dir(root), "checkpoint folder")
+  return root
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

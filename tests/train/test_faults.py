@@ -233,3 +233,43 @@ def test_bad_dataset_inputs_are_one_line_with_exit_2(tmp_path):
   for name, (_, needle) in cases.items():
     _assert_one_line_error(results[name], "image_depth_folder", needle)
   assert not list(tmp_path.glob("out/**/dataset_info.json"))  # no dataset was declared ready
+
+
+def test_unusable_output_paths_are_one_line_with_exit_2(tmp_path, capsys):
+  from configs import default
+  from diffcamera_jax import evaluate, refocus
+  from diffcamera_jax.cli import UserError
+  from diffcamera_jax.export import save_exported
+  blocker = tmp_path / "a_file"
+  blocker.write_text("kept")
+  photo = tmp_path / "photo.png"
+  _photo(photo)
+  model = tmp_path / "model"  # the flags are checked before a model is loaded
+  model.mkdir()
+  assert refocus.main(["--model", str(model), "--image", str(photo), "--focus", "0.5,0.5",
+                       "--blur", "4", "--out", str(blocker / "out.png")]) == 2
+  assert evaluate.main(["--model", str(model), "--num-scenes", "2", "--out", str(blocker)]) == 2
+  errors = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert errors == [f"refocus: error: --out folder {blocker} exists and is not a directory",
+                    f"evaluate: error: --out {blocker} exists and is not a directory"]
+  with pytest.raises(UserError, match="a_file/model"):
+    save_exported(str(blocker / "model"), default.get_config("tiny"), {"w": np.zeros(2)})
+  assert blocker.read_text() == "kept"
+
+
+def test_a_restored_state_is_verified():
+  import jax.numpy as jnp
+  from flax import struct
+  from diffcamera_jax.checkpointing import verify_train_state
+
+  @struct.dataclass
+  class State:
+    step: jnp.ndarray
+    params: dict
+
+  good = State(step=jnp.asarray(8), params={"w": jnp.ones(3), "count": jnp.asarray(2)})
+  verify_train_state(8, good)
+  with pytest.raises(ValueError, match="not 6"):
+    verify_train_state(6, good)
+  with pytest.raises(ValueError, match="non-finite"):
+    verify_train_state(8, good.replace(params={"w": jnp.asarray([1.0, jnp.nan, 0.0])}))
