@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import asynclib, metric_writers, periodic_actions
 
 from etils import epath
 
@@ -31,7 +31,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class BackgroundWorkError(RuntimeError):
-  """A checkpoint save running in the background failed; the run stops instead of waiting."""
+  """A checkpoint save or metrics write running in the background failed; the run stops."""
 
 
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
@@ -54,6 +54,30 @@ def prepare_workdir(workdir: str) -> str:
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
     (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error)
+  return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _save(manager: Any, step: int, state: Any, data_iter: Any,
+          config: ml_collections.ConfigDict) -> None:
+  """Starts the save of `step`, first surfacing any failure of an earlier background save."""
+  try:
+    manager.check_for_errors()
+    checkpointing.save(manager, step, state, data_iter, config, force=True)
+  except Exception as error:
+    raise BackgroundWorkError(f"checkpoint save failed by step {step} ({_first_line(error)}); "
+                              "the previous checkpoints are kept") from error
+
+
+def _finish_saves(manager: Any) -> None:
+  try:
+    manager.wait_until_finished()
+    manager.close()
+  except Exception as error:
+    raise BackgroundWorkError(f"checkpoint save failed ({_first_line(error)})") from error
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -130,26 +154,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
             evaluator.run(train_state.full_params(state.ema_params, frozen), step, writer)
         if save_due:
           with watchdog.waiting(f"the checkpoint save of step {step}", limit):
-            try:
-              manager.check_for_errors()  # a failed background save stops the run here
-              checkpointing.save(manager, step, state, data_iter, config, force=True)
-            except Exception as error:
-              raise BackgroundWorkError(
-                  f"checkpoint save failed by step {step} ({type(error).__name__}: "
-                  f"{str(error).splitlines()[0] if str(error) else ''}); the previous "
-                  "checkpoints are kept") from error
+            _save(manager, step, state, data_iter, config)
         if must_stop:
           logging.warning("stop requested (SIGTERM): checkpoint saved at step %d, exiting", step)
           break
+  except asynclib.AsyncError as error:  # the metrics writer's background thread failed
+    raise BackgroundWorkError(f"the metrics writer failed ({error.__cause__ or error}); "
+                              "the previous checkpoints are kept") from error
   finally:  # Also on errors (e.g. a non-finite loss): finish the saves already started.
     with watchdog.waiting("the checkpoint saves to finish", limit):
-      try:
-        manager.wait_until_finished()
-        manager.close()
-      except Exception as error:  # already failing: keep the first error, log this one
-        logging.error("finishing checkpoint saves failed: %s: %s", type(error).__name__, error)
-        raise BackgroundWorkError(f"checkpoint save failed ({type(error).__name__}: "
-                                  f"{str(error).splitlines()[0] if str(error) else ''})") from error
+      _finish_saves(manager)
     watchdog.close()
     stop.restore_handler()
   return state
