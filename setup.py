@@ -7,6 +7,7 @@ RUNTIME = [
     "flax>=0.12,<0.14",
     "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
+    "etils[epath]>=1.5",  # paths local or in buckets (workdirs, checkpoints, samples)
     "grain>=0.2.12",
     "tensorflow-datasets>=4.9.8",
     "array-record>=0.8",
