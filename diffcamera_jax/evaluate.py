@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--baseline", help="exported learned baseline (diffcamera_jax.regression_baseline):"
                  " a plain regression network scored beside the model")
   p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
+  p.add_argument("--scene-seed", type=int, default=None,
+                 help="procedural scene seed (default: the benchmark's, 10000; 20000 gives the "
+                      "validation scenes, config.eval.procedural_seed, for design choices)")
   p.add_argument("--size", type=_size, default=None,
                  help="HxW of the scenes (default: the model's training size, else 64x64)")
   p.add_argument("--no-depth", action="store_true", help="run the models without depth")
@@ -232,7 +235,9 @@ def evaluate(args: argparse.Namespace) -> dict:
   methods, model_size = load_methods(args)
   height, width = args.size or model_size or (64, 64)
   spec = benchmark.BenchmarkSpec()
-  benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width)}
+  scene_seed = {} if args.scene_seed is None else {"seed": args.scene_seed}
+  benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width,
+                                                       **scene_seed)}
   if args.folder:
     benches["folder"] = benchmark.folder_scenes(args.folder, height, width)
   from diffcamera_jax.clip_image import ClipImageEncoder

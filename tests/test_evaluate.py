@@ -46,6 +46,19 @@ def test_models_and_ablation_side_by_side(tmp_path, capsys):
   assert "no_stack" in printed and str(out / "report.html") in printed
 
 
+def test_scene_seed_picks_other_scenes(tmp_path):
+  """`--scene-seed 20000` scores the validation scenes instead of the benchmark's."""
+  scores = {}
+  for name, extra in (("bench", []), ("val", ["--scene-seed", "20000"])):
+    out = tmp_path / name
+    assert evaluate.main(["--num-scenes", "2", "--size", "16x16", "--examples", "0", "--quiet",
+                          *extra, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    scores[name] = results["benchmarks"]["procedural"]["methods"]["input unchanged"]["per_scene"]
+    assert results["settings"]["scene_seed"] == (20000 if extra else None)
+  assert scores["bench"]["refocus/psnr"] != scores["val"]["refocus/psnr"]
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--num-scenes", "0"], "--num-scenes"),
     (["--model", "/nonexistent/model"], "--model"),
