@@ -101,8 +101,9 @@ def move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
 def verify_train_state(step: int, state: Any) -> None:
   """Raises ValueError unless `state` is plausibly what step `step` saved: its step counter
   matches and every floating-point leaf is finite (a garbled chunk that still decodes)."""
-  if hasattr(state, "step") and int(jax.device_get(state.step)) != step:
-    raise ValueError(f"state.step is {int(jax.device_get(state.step))}, not {step}")
+  saved_step = int(jax.device_get(state.step)) if hasattr(state, "step") else step
+  if saved_step != step:
+    raise ValueError(f"state.step is {saved_step}, not {step}")
   finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)
             if jnp.issubdtype(x.dtype, jnp.floating)]
   if finite and not bool(jax.device_get(jnp.all(jnp.stack(finite)))):

@@ -21,9 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from diffcamera_jax.cli import ensure_writable_dir
+from diffcamera_jax.cli import EXIT_BAD_INPUT, ensure_writable_dir
 
-EXIT_BAD_INPUT = 2
 
 
 class _Parser(argparse.ArgumentParser):

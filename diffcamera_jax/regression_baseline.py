@@ -33,9 +33,9 @@ import optax
 
 from data_pipeline.simulate import max_blur_radius
 from diffcamera_jax import optics
+from diffcamera_jax.cli import EXIT_BAD_INPUT
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
 
-EXIT_BAD_INPUT = 2
 WIDTHS = (24, 48, 96)
 
 

@@ -162,8 +162,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     raise BackgroundWorkError(f"the metrics writer failed ({error.__cause__ or error}); "
                               "the previous checkpoints are kept") from error
   finally:  # Also on errors (e.g. a non-finite loss): finish the saves already started.
-    with watchdog.waiting("the checkpoint saves to finish", limit):
-      _finish_saves(manager)
-    watchdog.close()
-    stop.restore_handler()
+    try:
+      with watchdog.waiting("the checkpoint saves to finish", limit):
+        _finish_saves(manager)
+    finally:
+      watchdog.close()
+      stop.restore_handler()
   return state
