@@ -8,8 +8,11 @@ pixels at the input's resolution (0 = all in focus, i.e. deblur). Both may be re
 focus x blur combination becomes one frame of a single batched sampling run, written as
 `OUT_STEM_000.png`, ... plus `OUT_STEM_sheet.png` (a contact sheet) and, with `--gif`,
 `OUT_STEM.gif`. Without `--depth` the model runs its no-depth path (trained under depth dropout).
-`--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. Bad input prints one line on
-stderr and exits with status 2.
+`--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
+resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
+photo's size (`diffcamera_jax.full_resolution`); the working resolution, batch and memory plan are
+printed on stderr. `--max-memory 8G` bounds what the programs may plan for. Bad input prints one
+line on stderr and exits with status 2.
 """
 from __future__ import annotations
 
@@ -53,6 +56,14 @@ def _aperture(text: str) -> tuple[int, float]:
   return blades, math.radians(rotation)
 
 
+def _size(text: str) -> int:
+  from diffcamera_jax.full_resolution import parse_bytes
+  try:
+    return parse_bytes(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = _Parser(prog="python -m diffcamera_jax.refocus", description=__doc__.split("\n\n")[0])
   p.add_argument("--model", required=True, help="exported model directory")
@@ -68,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                  help="BLADES[,DEGREES]: 0 = disk (default), >= 3 = polygon")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max-side", type=int, default=512,
-                 help="longer side the model works at; larger photos are processed downscaled")
-  p.add_argument("--batch-size", type=int, default=8, help="frames per sampling batch")
+  p.add_argument("--max-side", type=int, default=None,
+                 help="longer side the model works at (default: the resolution it was trained "
+                      "at); frames are composed back at the photo's size")
+  p.add_argument("--max-memory", type=_size, default=None,
+                 help="memory the inference programs may plan for, e.g. 8G (default: 80%% of "
+                      "the accelerator's, half the free host memory on a CPU)")
+  p.add_argument("--batch-size", type=int, default=8, help="most frames per sampling batch")
   p.add_argument("--gif", action="store_true", help="also write an animated GIF of the frames")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--out", required=True, help="output PNG (several frames: used as a stem)")
@@ -87,7 +102,7 @@ def check_args(args: argparse.Namespace) -> None:
       raise ValueError(f"--blur {k}: must be a finite number >= 0 (pixels)")
   if args.steps is not None and args.steps < 1:
     raise ValueError(f"--steps {args.steps}: must be >= 1")
-  if args.max_side < 8 or args.batch_size < 1:
+  if (args.max_side is not None and args.max_side < 8) or args.batch_size < 1:
     raise ValueError("--max-side must be >= 8 and --batch-size >= 1")
   if not os.path.isdir(args.model):
     raise ValueError(f"--model {args.model}: no such directory")
@@ -119,17 +134,22 @@ def run(args: argparse.Namespace) -> list[str]:
   focus, blur = camera_grid(args.focus, args.blur)
   try:
     refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
-                               num_steps=args.steps)
+                               num_steps=args.steps, max_memory=args.max_memory)
   except FileNotFoundError as e:
     raise ValueError(f"--model: {e}") from None
-  steps = refocuser.num_steps
-  batches = -(-len(focus) // args.batch_size)
+  plan = refocuser.plan_for(image.shape[:2], len(focus), depth=disparity is not None)
+  print(f"refocus: {plan.describe()}", file=sys.stderr, flush=True)
+  batches = -(-len(focus) // plan.batch)
   from tqdm import tqdm
-  with tqdm(total=steps * batches, desc="sampling", unit="step", disable=args.quiet,
-            file=sys.stderr) as bar:
+  composed = plan.work_hw != plan.image_hw
+  with tqdm(total=refocuser.num_steps * batches, desc="sampling", unit="step",
+            disable=args.quiet, file=sys.stderr) as steps, \
+       tqdm(total=len(focus) if composed else 0, desc="composing", unit="frame",
+            disable=args.quiet or not composed, file=sys.stderr) as frames_bar:
     frames = refocuser.refocus(image, args.focus, args.blur, disparity=disparity,
                                blades=args.aperture[0], rotation=args.aperture[1], seed=args.seed,
-                               on_step=lambda: bar.update(1))
+                               on_step=lambda: steps.update(1),
+                               on_frame=lambda: frames_bar.update(1))
   paths = frame_paths(args.out, len(frames))
   for path, frame in zip(paths, frames):
     imageio.save_image(path, frame)

@@ -2,27 +2,39 @@
 
     r = Refocuser.load("exported/")
     frames = r.refocus(image, focus=[(0.3, 0.7), (0.8, 0.2)], blur=12.0)   # [2, H, W, 3]
+    print(r.plan_for(image.shape[:2], 2).describe())
 
-The model sees the photo at a working resolution: photos whose longer side exceeds `max_side` are
-downscaled (blur scaled with them, since K is in pixels) and the result is upscaled back, and the
-working image is padded (reflect) to a multiple of the model's patch grid, with the focus point
-moved accordingly, then cropped. The output always has the input's size. All focus/blur
-combinations of one call go through the jitted sampler in batches of `batch_size` (the last batch
-padded, so one compiled program serves every call of the same image size).
+The model works at a working resolution: by default the one it was trained at (the export's
+`data.image_size`; `max_side` overrides it). Larger photos are downscaled for the model (blur
+scaled with them, since K is in pixels) and padded (reflect) to the patch grid, with the focus
+point moved accordingly. The frames come back at the photo's own size, composed by
+`full_resolution.compose`: the model's working-resolution frame plus the finer band of the
+classical renderer's frame at full resolution (with the given disparity, or the model's own
+estimate upsampled), so regions kept in focus keep the photo's pixels and blurred regions are
+blurred at full resolution (`full_resolution=False`: the working frame upscaled instead).
+
+Memory is planned, not guessed: for each working size the sampler is compiled ahead of time and
+its memory plan read; attention runs in query blocks sized from the sequence length, and the
+frames of one call go through in batches that fit `max_memory` (default: 80 % of the
+accelerator's memory, half of the free host memory on a CPU). The full-resolution render runs
+in strips when one frame does not fit.
 """
 from __future__ import annotations
 
-import itertools
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from diffcamera_jax import full_resolution as fullres
 from diffcamera_jax import optics
-from diffcamera_jax.models import build_model, camera_features
+from diffcamera_jax.models import CAMERA_FEATURES, build_model, camera_features
 from diffcamera_jax.sampling import make_sampler
+
+_SCORE_SHARE = 8  # attention scores may take 1/_SCORE_SHARE of the budget
 
 
 class _SteppingModel:
@@ -70,23 +82,59 @@ def _pad_to(x: np.ndarray, multiple: int) -> np.ndarray:
   return np.pad(x, pad, mode=mode)
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How one call runs: the working size, frames per batch, attention blocks, planned bytes."""
+
+  image_hw: tuple[int, int]
+  work_hw: tuple[int, int]
+  trained_hw: tuple[int, int]
+  batch: int
+  attention_chunk: int  # 0: all queries at once
+  sequence: int
+  program_bytes: int
+  budget: int
+
+  def describe(self) -> str:
+    attention = ("unchunked" if not self.attention_chunk
+                 else f"in blocks of {self.attention_chunk} queries")
+    composed = ("" if self.work_hw == self.image_hw else
+                f"; frames composed at {self.image_hw[1]}x{self.image_hw[0]}")
+    return (f"working resolution {self.work_hw[1]}x{self.work_hw[0]} (trained at "
+            f"{self.trained_hw[1]}x{self.trained_hw[0]}), {self.batch} frame(s) per batch, "
+            f"{self.sequence} tokens, attention {attention}, sampler planned at "
+            f"{self.program_bytes / 2 ** 30:.2f} GiB of a {self.budget / 2 ** 30:.1f} GiB budget"
+            f"{composed}")
+
+
+class MemoryBudgetError(ValueError):
+  """The working resolution needs more memory than the budget allows, even one frame at a time."""
+
+
 class Refocuser:
   """A loaded refocusing model: `refocus(image, focus, blur, ...)` -> frames `[N, H, W, 3]`."""
 
-  def __init__(self, config: ml_collections.ConfigDict, params: Any, *, max_side: int = 512,
-               batch_size: int = 8, num_steps: int | None = None):
+  def __init__(self, config: ml_collections.ConfigDict, params: Any, *,
+               max_side: int | None = None, batch_size: int = 8, num_steps: int | None = None,
+               max_memory: int | None = None, full_resolution: bool = True):
+    self.trained_hw = tuple(int(v) for v in config.data.image_size)
+    max_side = max(self.trained_hw) if max_side is None else int(max_side)
     if max_side < 8:
       raise ValueError(f"max_side must be >= 8 pixels, got {max_side}")
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_memory is not None and max_memory < 2 ** 20:
+      raise ValueError(f"max_memory must be at least 1 MiB, got {max_memory} bytes")
     self.config, self.params = config, params
-    self.max_side, self.batch_size = int(max_side), int(batch_size)
+    self.max_side, self.batch_size = max_side, int(batch_size)
+    self.full_resolution = bool(full_resolution)
+    self.budget = int(max_memory or fullres.default_memory_budget())
     self.num_steps = int(num_steps or config.objective.sample_steps)
     self._model, self._codec = build_model(config)
     self._multiple = self._codec.downsample * int(config.model.patch_size)
     self._on_step: Callable[[], None] = lambda: None
-    stepping = _SteppingModel(self._model, lambda: self._on_step())
-    self._sample = make_sampler(stepping, self._codec, config)
+    self._compiled: dict[tuple, tuple[Plan, Any, Callable]] = {}
+    self._estimate = None
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
@@ -99,12 +147,14 @@ class Refocuser:
 
   def refocus(self, image: np.ndarray, focus, blur, *, disparity: np.ndarray | None = None,
               blades: int = 0, rotation: float = 0.0, num_steps: int | None = None,
-              seed: int = 0, on_step: Callable[[], None] | None = None) -> np.ndarray:
+              seed: int = 0, on_step: Callable[[], None] | None = None,
+              on_frame: Callable[[], None] | None = None) -> np.ndarray:
     """Refocuses one photo for every (focus, blur) combination: returns `[N, H, W, 3]` in [0, 1].
 
     `image` `[H, W, 3]` in [0, 1]; `focus` (x, y) or a list of them; `blur` K (pixels at this
     image's size) or a list; frames are ordered focus-major. `disparity` `[H, W]` in [0, 1]
-    (1 = near) or None for the no-depth path. `on_step` is called once per sampler step.
+    (1 = near) or None for the no-depth path. `on_step` is called once per sampler step,
+    `on_frame` once per frame composed at full resolution.
     """
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
@@ -112,14 +162,22 @@ class Refocuser:
     points, levels = camera_grid(focus, blur)
     return self.sample(image[None], None if disparity is None else np.asarray(disparity)[None],
                        points, levels, blades=blades, rotation=rotation, num_steps=num_steps,
-                       seed=seed, on_step=on_step)
+                       seed=seed, on_step=on_step, on_frame=on_frame)
 
   __call__ = refocus
+
+  def plan_for(self, image_hw: tuple[int, int], frames: int, *, depth: bool = True) -> Plan:
+    """The plan of a call on one photo of `image_hw` with `frames` cameras (compiles the sampler
+    for it, which the call then reuses)."""
+    work_hw = fullres.working_size(*image_hw, self.max_side)
+    padded = tuple(-(-v // self._multiple) * self._multiple for v in work_hw)
+    return self._program(tuple(image_hw), work_hw, padded, frames, depth, 1)[0]
 
   def sample(self, reference: np.ndarray, disparity: np.ndarray | None, focus: np.ndarray,
              blur: np.ndarray, *, blades: int = 0, rotation: float = 0.0,
              num_steps: int | None = None, seed: int = 0,
-             on_step: Callable[[], None] | None = None) -> np.ndarray:
+             on_step: Callable[[], None] | None = None,
+             on_frame: Callable[[], None] | None = None) -> np.ndarray:
     """Batched form: references `[1 or N, H, W, 3]`, disparity like it or None, focus `[N, 2]`,
     blur `[N]` -> `[N, H, W, 3]`. Validates on the host first (errors name the argument)."""
     reference = np.asarray(reference, np.float32)
@@ -138,26 +196,31 @@ class Refocuser:
     steps = int(num_steps or self.num_steps)
     if steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    height, width = reference.shape[1:3]
+    image_hw = reference.shape[1:3]
     ref, disp, focus_w, blur_w, work_hw = self._to_working(reference, disparity, focus, blur)
+    plan, compiled, arguments = self._program(image_hw, work_hw, ref.shape[1:3], n,
+                                              disp is not None, ref.shape[0])
     blades_n = np.full((n,), int(blades), np.int32)
     rotation_n = np.full((n,), float(rotation), np.float32)
     camera = np.asarray(camera_features(focus_w, blur_w, ref.shape[1:3], blades_n, rotation_n))
     outputs = []
     self._on_step = on_step or (lambda: None)
     try:
-      for start in range(0, n, self.batch_size):
-        idx = np.minimum(np.arange(start, start + self.batch_size), n - 1)  # pad the last batch
+      for start in range(0, n, plan.batch):
+        idx = np.minimum(np.arange(start, start + plan.batch), n - 1)  # pad the last batch
         pick = (lambda a: a if a is None or a.shape[0] == 1 else a[idx])
-        rng = jax.random.fold_in(jax.random.key(seed), start)
-        out = self._sample(self.params, pick(ref), pick(disp), camera[idx], rng, steps)
-        outputs.append(np.asarray(out)[: min(self.batch_size, n - start)])
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), jnp.asarray(idx))
+        out = compiled(*arguments(self.params, pick(ref), pick(disp), camera[idx], keys, steps))
+        outputs.append(np.asarray(out)[: min(plan.batch, n - start)])
     finally:
       self._on_step = lambda: None
     frames = np.concatenate(outputs)[:, : work_hw[0], : work_hw[1]]
-    if work_hw != (height, width):
-      frames = np.asarray(jax.image.resize(jnp.asarray(frames), (n, height, width, 3), "cubic"))
-    return np.clip(frames, 0.0, 1.0)
+    if work_hw == tuple(image_hw):
+      return np.clip(frames, 0.0, 1.0)
+    if not self.full_resolution:
+      return np.clip(fullres.upscale(frames, image_hw), 0.0, 1.0)
+    return self._compose(reference, disparity, frames, ref[:, : work_hw[0], : work_hw[1]],
+                         focus, blur, blades, rotation, on_frame or (lambda: None))
 
   def as_method(self, *, use_depth: bool = True, num_steps: int | None = None, seed: int = 0):
     """This model as a benchmark method `(reference, disparity, focus, blur) -> images`."""
@@ -169,15 +232,14 @@ class Refocuser:
   # ---------------------------------------------------------------------------- internals
 
   def _to_working(self, reference, disparity, focus, blur):
-    """Downscales to `max_side`, pads to the patch grid; returns the adjusted inputs + (h, w)."""
+    """Downscales to the working size, pads to the patch grid; returns the adjusted inputs +
+    the working size (h, w) before padding."""
     height, width = reference.shape[1:3]
-    scale = min(1.0, self.max_side / max(height, width))
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    ref, disp = reference, None if disparity is None else np.asarray(disparity, np.float32)
-    if (h, w) != (height, width):
-      ref = np.asarray(jax.image.resize(ref, (ref.shape[0], h, w, 3), "linear", antialias=True))
-      if disp is not None:
-        disp = np.asarray(jax.image.resize(disp, (disp.shape[0], h, w), "nearest"))
+    h, w = fullres.working_size(height, width, self.max_side)
+    ref = fullres.downscale(reference, (h, w))
+    disp = None
+    if disparity is not None:
+      disp = fullres.downscale(np.asarray(disparity, np.float32), (h, w), "nearest")
     ref = _pad_to(np.clip(ref, 0.0, 1.0), self._multiple)
     disp = None if disp is None else _pad_to(disp, self._multiple)
     hp, wp = ref.shape[1:3]
@@ -185,3 +247,97 @@ class Refocuser:
     focus_w = focus * np.asarray([w / wp, h / hp], np.float32)
     blur_w = blur * np.float32(max(h, w) / max(height, width))
     return ref, disp, focus_w, blur_w, (h, w)
+
+  def _sequence(self, padded_hw) -> tuple[int, int]:
+    """(tokens per example, attention heads) of the model at this padded working size."""
+    m = self._model
+    if self.config.model.name != "dit":
+      return 0, 0
+    grid = (padded_hw[0] // self._codec.downsample // m.patch_size) * (
+        padded_hw[1] // self._codec.downsample // m.patch_size)
+    streams = 2 if m.depth_mode == "fold" else 3
+    return m.size.num_camera_tokens + streams * grid, m.size.num_heads
+
+  def _chunk(self, padded_hw, batch: int) -> int:
+    """Query block size keeping the attention scores within their share of the budget."""
+    length, heads = self._sequence(padded_hw)
+    if not length:
+      return 0
+    share = self.budget // _SCORE_SHARE
+    if batch * heads * length * length * 4 <= share:
+      return 0
+    return max(16, 16 * (share // (batch * heads * length * 4) // 16))
+
+  def _program(self, image_hw, work_hw, padded_hw, frames: int, depth: bool, references: int):
+    """(plan, compiled sampler, argument builder) for a working shape; the batch is the largest
+    (up to `batch_size`, at most `frames`) whose compiled memory plan fits the budget."""
+    batch = min(self.batch_size, frames)
+    while True:
+      key = (tuple(padded_hw), batch, depth, references == 1)
+      if key not in self._compiled:
+        chunk = self._chunk(padded_hw, batch)
+        model = self._model.clone(attention_chunk=chunk) if chunk else self._model
+        stepping = _SteppingModel(model, lambda: self._on_step())
+        sampler = make_sampler(stepping, self._codec, self.config)
+        ref = jax.ShapeDtypeStruct((1 if references == 1 else batch, *padded_hw, 3), jnp.float32)
+        disp = jax.ShapeDtypeStruct(ref.shape[:3], jnp.float32) if depth else None
+        camera = jax.ShapeDtypeStruct((batch, CAMERA_FEATURES), jnp.float32)
+        keys = jax.random.split(jax.random.key(0), batch)
+        compiled = sampler.compile(self.params, ref, disp, camera, keys, 1)
+        length, _ = self._sequence(padded_hw)
+        plan = Plan(tuple(image_hw), tuple(work_hw), self.trained_hw, batch, chunk, length,
+                    fullres.compiled_bytes(compiled), self.budget)
+        self._compiled[key] = (plan, compiled, sampler.arguments)
+      plan, compiled, arguments = self._compiled[key]
+      if plan.program_bytes <= self.budget:
+        return dataclasses.replace(plan, image_hw=tuple(image_hw), work_hw=tuple(work_hw)), \
+            compiled, arguments
+      if batch == 1:
+        raise MemoryBudgetError(
+            f"the working resolution {work_hw[1]}x{work_hw[0]} needs "
+            f"{plan.program_bytes / 2 ** 30:.2f} GiB for one frame, over the "
+            f"{self.budget / 2 ** 30:.2f} GiB memory budget: lower max_side (--max-side) or raise "
+            f"max_memory (--max-memory)")
+      batch = max(1, batch // 2)
+
+  def _disparity_estimate(self, work_reference: np.ndarray) -> np.ndarray | None:
+    """The restoration stage's disparity estimates `[1 or N, h, w]` of the working references, or
+    None for a model without the stage."""
+    if self.config.objective.get("prior", "none") != "restore":
+      return None
+    if self._estimate is None:
+      self._estimate = jax.jit(lambda params, image: self._model.apply(
+          {"params": params}, image, None, jnp.zeros((image.shape[0],), bool),
+          method="restore")[1])
+    return np.asarray(self._estimate(self.params, jnp.asarray(work_reference)))
+
+  def _compose(self, reference, disparity, frames_w, reference_w, focus, blur, blades, rotation,
+               on_frame):
+    """Frames at the photo's size: `full_resolution.compose` of each working frame with the
+    full-resolution render of its camera (or, with no disparity at all, the photo's fine band
+    scaled by the detail the model kept)."""
+    n = len(frames_w)
+    image_hw = reference.shape[1:3]
+    if disparity is None:
+      estimate = self._disparity_estimate(_pad_to(reference_w, self._multiple))
+      if estimate is not None:
+        estimate = estimate[:, : frames_w.shape[1], : frames_w.shape[2]]
+        disparity = np.clip(fullres.upscale(estimate, image_hw), 0.0, 1.0)
+    out = np.empty((n, *image_hw, 3), np.float32)
+    max_radius = fullres.radius_bucket(float(blur.max()))
+    gamma = float(self.config.data.gamma)
+    for i in range(n):
+      photo = reference[min(i, len(reference) - 1)]
+      if disparity is None:
+        frame = fullres.compose_without_depth(frames_w[i], reference_w[min(
+            i, len(reference_w) - 1)], photo)
+      else:
+        disp = np.asarray(disparity[min(i, len(disparity) - 1)], np.float32)
+        d_f = float(optics.focus_disparity(disp, jnp.asarray(focus[i])))
+        render = fullres.render_in_strips(
+            photo, disp, d_f, float(blur[i]), blades=int(blades), rotation=float(rotation),
+            gamma=gamma, max_radius=max_radius, budget=self.budget)
+        frame = fullres.compose(frames_w[i], render)
+      out[i] = np.clip(frame, 0.0, 1.0)
+      on_frame()
+    return out

@@ -10,7 +10,10 @@ the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
 One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
-focus sweep of one photo is one call; `num_steps` is traced, so changing it does not recompile.
+focus sweep of one photo is one call. `rng` is one key, or `[N]` keys (one per camera, so that a
+frame does not depend on the batch it runs in); `num_steps` is traced, so changing it does not recompile.
+`sample.compile(...)` (same arguments) compiles ahead of time, so a caller can read the memory
+plan before running; the result runs on `sample.arguments(...)`.
 """
 from typing import Any, Callable
 
@@ -80,23 +83,39 @@ def make_sampler(model: DiT, codec: LatentCodec,
         return (x - out) / t[:, None, None, None]
       return out
 
-    noise = jax.random.normal(rng, reference.shape, jnp.float32)
+    if rng.ndim == 1:  # one key per camera: a frame's noise does not depend on its batch
+      noise = jax.vmap(lambda k: jax.random.normal(k, reference.shape[1:], jnp.float32))(rng)
+    else:
+      noise = jax.random.normal(rng, reference.shape, jnp.float32)
     x0 = flow.euler_sample(velocity, noise, num_steps, mu)
     if residual:  # the flow generated enc(target) - anchor
       x0 = x0 + anchor
     return codec.decode(x0)
 
-  def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
-             camera: jnp.ndarray, rng: jax.Array,
-             num_steps: int = objective.sample_steps) -> jnp.ndarray:
-    """Refocused images `[N, H, W, 3]` in [0, 1] for N cameras `[N, F]` (from `camera_features`)."""
-    camera = jnp.asarray(camera, jnp.float32)
+  def arguments(params, reference_image, disparity, camera, rng, num_steps) -> tuple:
+    """The jitted program's arguments (abstract `jax.ShapeDtypeStruct`s pass through)."""
+    f32 = lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jnp.asarray(x, jnp.float32)
+    camera = f32(camera)
     if camera.ndim != 2:
       raise ValueError(f"sample: camera must be [N, F] (camera_features), got {camera.shape}")
     if int(num_steps) <= 0:
       raise ValueError(f"sample: num_steps must be positive, got {num_steps}")
-    return _sample(params, codec, jnp.asarray(reference_image, jnp.float32),
-                   None if disparity is None else jnp.asarray(disparity, jnp.float32),
-                   camera, rng, jnp.asarray(num_steps, jnp.int32))
+    return (params, codec, f32(reference_image), None if disparity is None else f32(disparity),
+            camera, rng, jnp.asarray(num_steps, jnp.int32))
 
+  def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
+             camera: jnp.ndarray, rng: jax.Array,
+             num_steps: int = objective.sample_steps) -> jnp.ndarray:
+    """Refocused images `[N, H, W, 3]` in [0, 1] for N cameras `[N, F]` (from `camera_features`)."""
+    return _sample(*arguments(params, reference_image, disparity, camera, rng, num_steps))
+
+  def compile(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
+              camera: jnp.ndarray, rng: jax.Array,
+              num_steps: int = objective.sample_steps) -> Any:
+    """The sampler compiled ahead of time for these shapes: a `jax.stages.Compiled` (its
+    `memory_analysis()` is the program's memory plan); call it with `arguments(...)`."""
+    return _sample.lower(*arguments(params, reference_image, disparity, camera, rng,
+                                    num_steps)).compile()
+
+  sample.compile, sample.arguments = compile, arguments
   return sample

@@ -78,7 +78,22 @@ def test_exif_rotated_input_gives_upright_output(files):
   assert Image.open(files / "rot_out.png").size == (20, 28)
 
 
+def test_large_photo_is_composed_at_full_size_and_the_plan_is_printed(files, capsys):
+  Image.fromarray(np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(
+      files / "large.png")
+  argv = ["--model", str(files / "model"), "--image", str(files / "large.png"), "--quiet",
+          "--focus", "0.5,0.5", "--blur", "0", "--blur", "9", "--max-memory", "2G",
+          "--out", str(files / "large_out.png")]
+  assert refocus.main(argv) == 0
+  err = capsys.readouterr().err
+  assert "working resolution 32x21 (trained at 32x32)" in err
+  assert "frames composed at 90x60" in err and "of a 2.0 GiB budget" in err
+  assert Image.open(files / "large_out_001.png").size == (90, 60)
+
+
 @pytest.mark.parametrize("extra, expected", [
+    (["--focus", "0.5,0.5", "--blur", "3", "--max-memory", "lots"], "--max-memory"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--max-memory", "1K"], "--max-memory"),
     (["--focus", "1.5,0.5", "--blur", "3"], "--focus"),
     (["--focus", "0.5", "--blur", "3"], "--focus"),
     (["--focus", "0.5,0.5", "--blur", "-2"], "--blur"),

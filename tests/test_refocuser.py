@@ -25,7 +25,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def refocuser(tiny):
-  return Refocuser(*tiny, batch_size=4)
+  return Refocuser(*tiny, batch_size=4, max_side=64)  # the tests' images stay at their size
 
 
 def _image(h, w, seed=0):
@@ -43,7 +43,7 @@ def test_camera_grid_is_focus_major():
 
 def test_matches_the_sampler_on_a_grid_sized_image(tiny):
   config, params = tiny
-  r = Refocuser(config, params, batch_size=2)
+  r = Refocuser(config, params, batch_size=2, max_side=40)
   image, disparity = _image(32, 40), np.random.default_rng(1).uniform(size=(32, 40)).astype(np.float32)
   got = r.refocus(image, [(0.25, 0.75), (0.6, 0.1)], 4.0, disparity=disparity, seed=3)
   model, codec = build_model(config)
@@ -51,8 +51,8 @@ def test_matches_the_sampler_on_a_grid_sized_image(tiny):
   camera = camera_features(np.array([[0.25, 0.75], [0.6, 0.1]], np.float32),
                            np.array([4.0, 4.0], np.float32), (32, 40), np.zeros(2, np.int32),
                            np.zeros(2, np.float32))
-  want = sample(params, image[None], disparity[None], camera, jax.random.fold_in(jax.random.key(3), 0),
-                config.objective.sample_steps)
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(3), np.arange(2))
+  want = sample(params, image[None], disparity[None], camera, keys, config.objective.sample_steps)
   np.testing.assert_allclose(got, np.clip(np.asarray(want), 0, 1), atol=1e-5)
 
 
