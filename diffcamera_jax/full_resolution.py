@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcamera_jax import optics
+from diffcamera_jax import metrics, optics
 from diffcamera_jax.optics import layers as layers_lib
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
@@ -112,9 +112,7 @@ def compose(frame_w: np.ndarray, render: np.ndarray) -> np.ndarray:
 
 def _local_energy(x: np.ndarray, size: int = 5) -> np.ndarray:
   """Box-filtered squared Laplacian of the luminance `[h, w]`: local fine detail."""
-  luma = jnp.asarray(x).mean(-1)
-  padded = jnp.pad(luma, 1, mode="edge")
-  lap = (4 * luma - padded[:-2, 1:-1] - padded[2:, 1:-1] - padded[1:-1, :-2] - padded[1:-1, 2:])
+  lap = jnp.pad(metrics.laplacian(jnp.asarray(x, jnp.float32)), 1, mode="edge")
   box = jnp.ones((size, size), jnp.float32) / size ** 2
   return np.asarray(jax.scipy.signal.convolve2d(lap ** 2, box, mode="same"))
 
@@ -127,7 +125,10 @@ def compose_without_depth(frame_w: np.ndarray, photo_w: np.ndarray,
   hw, work_hw = photo.shape[:2], frame_w.shape[:2]
   if tuple(hw) == tuple(work_hw):
     return np.asarray(frame_w)
-  kept = np.sqrt(_local_energy(frame_w) / (_local_energy(photo_w) + 1e-8))
+  if min(work_hw) < 3:  # too small for a Laplacian: keep the band as it is
+    kept = np.ones(work_hw, np.float32)
+  else:
+    kept = np.sqrt(_local_energy(frame_w) / (_local_energy(photo_w) + 1e-8))
   gain = upscale(np.clip(kept, 0.0, 1.0)[None, ..., None], hw)[0]
   fine = photo[None] - upscale(downscale(photo[None], work_hw), hw)
   return upscale(np.asarray(frame_w)[None], hw)[0] + np.clip(gain, 0.0, 1.0) * fine[0]

@@ -53,11 +53,9 @@ def load_scene() -> tuple[np.ndarray, np.ndarray]:
 
 
 def laplacian(image: np.ndarray) -> np.ndarray:
-  luma = image.mean(-1)
-  lap = np.zeros_like(luma)
-  lap[1:-1, 1:-1] = (4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1]
-                     - luma[1:-1, :-2] - luma[1:-1, 2:])
-  return lap
+  """The luma Laplacian `[H, W]` (`metrics.laplacian`, zero on the border)."""
+  from diffcamera_jax import metrics
+  return np.pad(np.asarray(metrics.laplacian(image)), 1)
 
 
 def region_scores(out: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict:
