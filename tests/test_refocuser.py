@@ -1,4 +1,5 @@
-"""Refocuser: any input size, batching, parity with the raw sampler, the no-depth path, bad input."""
+"""Refocuser: any input size, batching, parity with the raw sampler, the no-depth path, bad input,
+frames composed at full size, memory-planned batches and attention blocks."""
 import flax.linen as nn
 import jax
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 
 from configs.default import get_config
 from diffcamera_jax.models import build_model, camera_features, example_inputs
-from diffcamera_jax.refocuser import Refocuser, camera_grid
+from diffcamera_jax import full_resolution as fr
+from diffcamera_jax.refocuser import MemoryBudgetError, Refocuser, camera_grid
 from diffcamera_jax.sampling import make_sampler
 
 
@@ -116,3 +118,56 @@ def test_bad_input_names_the_argument(tiny, refocuser):
     r.refocus(image, (0.5, 0.5), 3.0, blades=2)
   with pytest.raises(ValueError, match="max_side"):
     Refocuser(config, params, max_side=2)
+
+
+def _layered_disparity(h, w):
+  yy, xx = np.mgrid[0:h, 0:w]
+  d = np.full((h, w), 0.2, np.float32)
+  d[(yy // 50 + xx // 60) % 3 == 1] = 0.5
+  d[(yy // 45 + xx // 35) % 4 == 0] = 0.9
+  return d
+
+
+def test_refocuser_works_at_the_trained_size_and_keeps_the_fine_band(tiny):
+  config, params = tiny
+  photo, disparity = _image(96, 144), _layered_disparity(96, 144)
+  full = Refocuser(config, params)
+  plan = full.plan_for((96, 144), 1)
+  assert plan.work_hw == (21, 32) and plan.trained_hw == (32, 32)
+  assert "working resolution 32x21" in plan.describe()
+  composed = full.refocus(photo, (0.5, 0.5), 0.0, disparity=disparity)[0]
+  plain = Refocuser(config, params, full_resolution=False).refocus(
+      photo, (0.5, 0.5), 0.0, disparity=disparity)[0]
+  assert composed.shape == plain.shape == (96, 144, 3)
+  # K = 0: the render is the photo, so the two differ by the photo's band above the working size
+  fine = photo - fr.upscale(fr.downscale(photo[None], (21, 32)), (96, 144))[0]
+  inside = (composed > 0) & (composed < 1) & (plain > 0) & (plain < 1)
+  np.testing.assert_allclose((composed - plain)[inside], fine[inside], atol=1e-4)
+  # no depth: the tiny model's disparity estimate drives the render; sizes still kept
+  frames = full.refocus(photo, [(0.2, 0.2), (0.8, 0.8)], [0.0, 9.0])
+  assert frames.shape == (4, 96, 144, 3) and np.isfinite(frames).all()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_memory_budget_splits_batches_and_chunks_attention_without_changing_frames(tiny, size):
+  config, params = tiny
+  photo, disparity = _image(size, size), _layered_disparity(size, size)
+  focus = [(0.2, 0.2), (0.4, 0.6), (0.8, 0.3), (0.5, 0.9)]
+  free = Refocuser(config, params, batch_size=4, max_side=64)
+  big = free.plan_for((size, size), 4)
+  assert big.batch == 4 and big.attention_chunk == 0
+  want = free.refocus(photo, focus, 6.0, disparity=disparity, seed=2)
+  one = Refocuser(config, params, batch_size=1, max_side=64).plan_for((size, size), 1)
+  budget = (one.program_bytes + big.program_bytes) // 2
+  tight = Refocuser(config, params, batch_size=4, max_side=64, max_memory=budget)
+  plan = tight.plan_for((size, size), 4)
+  assert plan.program_bytes <= budget < big.program_bytes
+  if size == 32:  # the scores are small: the batch is split
+    assert plan.batch < 4 and plan.attention_chunk == 0
+  else:  # 514 tokens: the scores' share of the budget forces query blocks first
+    assert 0 < plan.attention_chunk < plan.sequence
+  got = tight.refocus(photo, focus, 6.0, disparity=disparity, seed=2)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  with pytest.raises(MemoryBudgetError, match="max_side|max_memory"):
+    Refocuser(config, params, max_side=64, max_memory=one.program_bytes // 2).plan_for(
+        (size, size), 1)
