@@ -11,7 +11,8 @@ the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
 One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
 focus sweep of one photo is one call. `rng` is one key, or `[N]` keys (one per camera, so that a
-frame does not depend on the batch it runs in); `num_steps` is traced, so changing it does not recompile.
+frame does not depend on the batch it runs in); `num_steps` is traced, so changing it does not
+recompile.
 `sample.compile(...)` (same arguments) compiles ahead of time, so a caller can read the memory
 plan before running; the result runs on `sample.arguments(...)`.
 """

@@ -10,6 +10,7 @@ from diffcamera_jax.models import build_model, camera_features, example_inputs
 from diffcamera_jax import full_resolution as fr
 from diffcamera_jax.refocuser import MemoryBudgetError, Refocuser, camera_grid
 from diffcamera_jax.sampling import make_sampler
+from tests.test_full_resolution import _layered_disparity
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +119,6 @@ def test_bad_input_names_the_argument(tiny, refocuser):
     r.refocus(image, (0.5, 0.5), 3.0, blades=2)
   with pytest.raises(ValueError, match="max_side"):
     Refocuser(config, params, max_side=2)
-
-
-def _layered_disparity(h, w):
-  yy, xx = np.mgrid[0:h, 0:w]
-  d = np.full((h, w), 0.2, np.float32)
-  d[(yy // 50 + xx // 60) % 3 == 1] = 0.5
-  d[(yy // 45 + xx // 35) % 4 == 0] = 0.9
-  return d
 
 
 def test_refocuser_works_at_the_trained_size_and_keeps_the_fine_band(tiny):
