@@ -44,6 +44,16 @@ class SafetensorsFile:
     self._data_start = 8 + size
     self._metadata = header.pop("__metadata__", None) or {}
     self._entries = header
+    available = os.path.getsize(path) - self._data_start
+    try:
+      beyond = sorted(n for n, e in header.items() if int(e["data_offsets"][1]) > available)
+    except (KeyError, TypeError, IndexError, ValueError):
+      raise ValueError(f"{path}: malformed safetensors header (entries need data_offsets)"
+                       ) from None
+    if beyond:
+      raise ValueError(f"{path}: truncated: the data of tensor(s) {beyond[:5]}"
+                       f"{' ...' if len(beyond) > 5 else ''} lies beyond the end of the file "
+                       f"({available} bytes of tensor data present)")
     self._mmap = None
 
   def names(self) -> list[str]:
