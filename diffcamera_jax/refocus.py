@@ -7,7 +7,10 @@
 pixels at the input's resolution (0 = all in focus, i.e. deblur). Both may be repeated: every
 focus x blur combination becomes one frame of a single batched sampling run, written as
 `OUT_STEM_000.png`, ... plus `OUT_STEM_sheet.png` (a contact sheet) and, with `--gif`,
-`OUT_STEM.gif`. Without `--depth` the model runs its no-depth path (trained under depth dropout).
+`OUT_STEM.gif`. Without `--depth` the model runs its no-depth path (trained under depth dropout),
+or, with `--depth-model WEIGHTS` (Depth Anything V2, `diffcamera_jax.depth`), on a disparity map
+estimated from the photo; `--save-depth d.png` writes that estimate as a 16-bit PNG (1 = nearest)
+to inspect, edit and pass back as `--depth`.
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
 photo's size (`diffcamera_jax.full_resolution`); the working resolution, batch and memory plan are
@@ -75,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--depth", help="depth or disparity map of the same size (16-bit PNG, PNG, .npy)")
   p.add_argument("--depth-kind", choices=("disparity", "depth"), default="disparity",
                  help="what --depth holds: disparity (larger = nearer; default) or depth")
+  p.add_argument("--depth-model", default=None,
+                 help="Depth Anything V2 weights (.safetensors file or folder) to estimate the "
+                      "depth of a photo given without --depth")
+  p.add_argument("--save-depth", default=None,
+                 help="write the estimated disparity here (16-bit PNG; needs --depth-model)")
   p.add_argument("--aperture", type=_aperture, default=(0, 0.0),
                  help="BLADES[,DEGREES]: 0 = disk (default), >= 3 = polygon")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
@@ -109,6 +117,15 @@ def check_args(args: argparse.Namespace) -> None:
   if not args.out.lower().endswith((".png", ".jpg", ".jpeg")):
     raise ValueError(f"--out {args.out}: must end in .png or .jpg")
   ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
+  if args.depth_model is not None and not os.path.exists(args.depth_model):
+    raise ValueError(f"--depth-model {args.depth_model}: no such file or folder")
+  if args.save_depth is not None:
+    if args.depth_model is None or args.depth:
+      raise ValueError("--save-depth writes the estimated depth: it needs --depth-model and no "
+                       "--depth")
+    if not args.save_depth.lower().endswith(".png"):
+      raise ValueError(f"--save-depth {args.save_depth}: must end in .png (16-bit)")
+    ensure_writable_dir(os.path.dirname(os.path.abspath(args.save_depth)), "--save-depth folder")
 
 
 def frame_paths(out: str, n: int) -> list[str]:
@@ -132,6 +149,14 @@ def run(args: argparse.Namespace) -> list[str]:
       raise ValueError(f"--depth {args.depth}: is {disparity.shape[1]}x{disparity.shape[0]} but the "
                        f"image is {image.shape[1]}x{image.shape[0]} (W x H)")
   focus, blur = camera_grid(args.focus, args.blur)
+  written = []
+  if disparity is None and args.depth_model:
+    from diffcamera_jax.depth import load_depth_model
+    disparity = load_depth_model(args.depth_model).estimate(image)
+    print(f"refocus: depth estimated by {args.depth_model}", file=sys.stderr, flush=True)
+    if args.save_depth:
+      imageio.save_disparity_png(args.save_depth, disparity)
+      written.append(args.save_depth)
   try:
     refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
                                num_steps=args.steps, max_memory=args.max_memory)
@@ -163,7 +188,7 @@ def run(args: argparse.Namespace) -> list[str]:
     gif = os.path.splitext(args.out)[0] + ".gif"
     imageio.save_gif(gif, list(frames))
     paths.append(gif)
-  return paths
+  return paths + written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

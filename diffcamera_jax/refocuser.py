@@ -22,6 +22,7 @@ in strips when one frame does not fit.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
@@ -116,7 +117,8 @@ class Refocuser:
 
   def __init__(self, config: ml_collections.ConfigDict, params: Any, *,
                max_side: int | None = None, batch_size: int = 8, num_steps: int | None = None,
-               max_memory: int | None = None, full_resolution: bool = True):
+               max_memory: int | None = None, full_resolution: bool = True,
+               depth_model: Any = None):
     self.trained_hw = tuple(int(v) for v in config.data.image_size)
     max_side = max(self.trained_hw) if max_side is None else int(max_side)
     if max_side < 8:
@@ -135,6 +137,10 @@ class Refocuser:
     self._on_step: Callable[[], None] = lambda: None
     self._compiled: dict[tuple, tuple[Plan, Any, Callable]] = {}
     self._estimate = None
+    if isinstance(depth_model, (str, os.PathLike)):
+      from diffcamera_jax.depth import DepthEstimator
+      depth_model = DepthEstimator.load(depth_model)
+    self.depth_model = depth_model  # a DepthEstimator: disparity for photos given none
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
@@ -154,7 +160,8 @@ class Refocuser:
     `image` `[H, W, 3]` in [0, 1]; `focus` (x, y) or a list of them; `blur` K (pixels at this
     image's size) or a list; frames are ordered focus-major. `disparity` `[H, W]` in [0, 1]
     (1 = near) or None for the no-depth path. `on_step` is called once per sampler step,
-    `on_frame` once per frame composed at full resolution.
+    `on_frame` once per frame composed at full resolution. With no disparity and a
+    `depth_model`, the photo's disparity is estimated first (`estimate_disparity`).
     """
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
@@ -165,6 +172,12 @@ class Refocuser:
                        seed=seed, on_step=on_step, on_frame=on_frame)
 
   __call__ = refocus
+
+  def estimate_disparity(self, images: np.ndarray) -> np.ndarray:
+    """Disparity `[N, H, W]` of photos `[N, H, W, 3]` from the `depth_model`."""
+    if self.depth_model is None:
+      raise ValueError("no depth_model: pass depth_model= to estimate disparity")
+    return np.stack(self.depth_model.estimate_many(list(np.asarray(images, np.float32))))
 
   def plan_for(self, image_hw: tuple[int, int], frames: int, *, depth: bool = True) -> Plan:
     """The plan of a call on one photo of `image_hw` with `frames` cameras (compiles the sampler
@@ -179,7 +192,8 @@ class Refocuser:
              on_step: Callable[[], None] | None = None,
              on_frame: Callable[[], None] | None = None) -> np.ndarray:
     """Batched form: references `[1 or N, H, W, 3]`, disparity like it or None, focus `[N, 2]`,
-    blur `[N]` -> `[N, H, W, 3]`. Validates on the host first (errors name the argument)."""
+    blur `[N]` -> `[N, H, W, 3]`. Validates on the host first (errors name the argument).
+    Without disparity, a `depth_model` supplies it."""
     reference = np.asarray(reference, np.float32)
     focus, blur = np.asarray(focus, np.float32), np.asarray(blur, np.float32)
     n = len(focus)
@@ -190,6 +204,8 @@ class Refocuser:
                        f"{np.shape(disparity)}")
     optics.validate(reference, np.zeros(reference.shape[:-1]) if disparity is None else disparity,
                     aperture=optics.Aperture(blades, rotation))
+    if disparity is None and self.depth_model is not None:
+      disparity = self.estimate_disparity(reference)
     check_cameras(focus, blur)
     if len(blur) != n:
       raise ValueError(f"blur must be [{n}] like focus, got shape {blur.shape}")

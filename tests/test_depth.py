@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffcamera_jax.depth import DepthEstimator, load_depth_model, network_size
-from diffcamera_jax.depth.estimator import normalize_prediction
+from diffcamera_jax.depth.estimator import normalize_disparity, to_disparity
 from diffcamera_jax.depth.model import bicubic_matrix, bilinear_matrix
 from diffcamera_jax.weights import SafetensorsCheckpoint, save_file
 
@@ -115,11 +115,11 @@ def test_normalisation_is_robust_to_outliers():
   ramp = np.tile(np.linspace(1.0, 2.0, 100, dtype=np.float32), (100, 1))
   spiked = ramp.copy()
   spiked[0, :20] = 1000.0  # 0.2 % of the pixels
-  out = np.asarray(normalize_prediction(spiked[None], metric=False))[0]
+  out = normalize_disparity(spiked)
+  assert out.min() == 0 and out.max() == 1
   assert out[:, 50:].min() > 0.4 and out[:, -2:].min() >= 0.98
-  flat = np.asarray(normalize_prediction(np.ones((1, 8, 8), np.float32), metric=False))
-  assert np.all(flat == 0)
-  metric = np.asarray(normalize_prediction(ramp[None], metric=True))[0]
+  assert np.all(normalize_disparity(np.ones((8, 8), np.float32)) == 0)
+  metric = normalize_disparity(np.asarray(to_disparity(ramp, metric=True)))
   assert metric[:, 0].mean() > metric[:, -1].mean()  # nearer = smaller depth = larger disparity
 
 

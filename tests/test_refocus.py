@@ -15,6 +15,7 @@ from diffcamera_jax.export import save_exported
 from diffcamera_jax.models import build_model, example_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPTH_MODEL = os.path.join(ROOT, "tests", "fixtures", "depth", "tiny_a")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,30 @@ def test_large_photo_is_composed_at_full_size_and_the_plan_is_printed(files, cap
   assert Image.open(files / "large_out_001.png").size == (90, 60)
 
 
+def test_depth_model_estimates_and_saves_the_depth(files, capsys):
+  """Without --depth, --depth-model estimates the photo's disparity (a tiny random Depth
+  Anything); --save-depth writes it as a 16-bit PNG at the photo's size, which --depth reads back
+  to the same frames."""
+  argv = _args(files, "--focus", "0.3,0.7", "--blur", "8", "--depth-model", DEPTH_MODEL,
+               "--save-depth", str(files / "estimated.png"), out="est.png")
+  assert refocus.main(argv) == 0
+  printed = capsys.readouterr()
+  assert str(files / "estimated.png") in printed.out and "depth estimated by" in printed.err
+  saved = Image.open(files / "estimated.png")
+  assert saved.size == (28, 20) and np.asarray(saved).dtype == np.uint16
+  assert np.asarray(saved).std() > 0
+  again = _args(files, "--focus", "0.3,0.7", "--blur", "8", "--depth", str(files / "estimated.png"),
+                out="est_again.png")
+  assert refocus.main(again) == 0
+  a = np.asarray(Image.open(files / "est.png"), np.int32)
+  b = np.asarray(Image.open(files / "est_again.png"), np.int32)
+  assert np.abs(a - b).max() <= 1
+
+
 @pytest.mark.parametrize("extra, expected", [
+    (["--focus", "0.5,0.5", "--blur", "3", "--depth-model", "{d}/no_weights"], "--depth-model"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--depth-model", "{d}/photo.png"], "--depth-model"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--save-depth", "{d}/d.png"], "--save-depth"),
     (["--focus", "0.5,0.5", "--blur", "3", "--max-memory", "lots"], "--max-memory"),
     (["--focus", "0.5,0.5", "--blur", "3", "--max-memory", "1K"], "--max-memory"),
     (["--focus", "1.5,0.5", "--blur", "3"], "--focus"),

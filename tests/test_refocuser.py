@@ -1,5 +1,7 @@
 """Refocuser: any input size, batching, parity with the raw sampler, the no-depth path, bad input,
 frames composed at full size, memory-planned batches and attention blocks."""
+import os
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -164,3 +166,18 @@ def test_memory_budget_splits_batches_and_chunks_attention_without_changing_fram
   with pytest.raises(MemoryBudgetError, match="max_side|max_memory"):
     Refocuser(config, params, max_side=64, max_memory=one.program_bytes // 2).plan_for(
         (size, size), 1)
+
+
+def test_depth_model_supplies_disparity_for_photos_given_none(tiny):
+  """`Refocuser(depth_model=...)` on a photo without disparity gives the frames of the same call
+  with the depth model's estimate passed explicitly (a tiny random Depth Anything)."""
+  weights = os.path.join(os.path.dirname(__file__), "fixtures", "depth", "tiny_a")
+  refocuser = Refocuser(*tiny, batch_size=4, max_side=64, depth_model=weights)
+  image = _image(24, 40, seed=5)
+  estimated = refocuser.estimate_disparity(image[None])[0]
+  assert estimated.shape == (24, 40) and estimated.min() == 0 and estimated.max() == 1
+  frames = refocuser.refocus(image, [(0.2, 0.5)], [0.0, 6.0])
+  explicit = refocuser.refocus(image, [(0.2, 0.5)], [0.0, 6.0], disparity=estimated)
+  np.testing.assert_allclose(frames, explicit, atol=1e-6)
+  without = Refocuser(*tiny, batch_size=4, max_side=64).refocus(image, [(0.2, 0.5)], [0.0, 6.0])
+  assert np.abs(frames - without).max() > 1e-3

@@ -10,9 +10,9 @@ smaller change of scale that brings one side to 518 px (both sides then rounded 
 antialiasing (Pillow, as the `transformers` processor), then normalised with the ImageNet mean and
 std. The network runs jitted on the accelerator, one compiled program per network size and batch.
 Post-processing: relative models predict inverse depth up to scale and shift, metric models depth
-(inverted here); each map is normalised robustly, its 1st and 99th percentiles mapped to 0 and 1
-and clipped, so a few sky or specular pixels cannot stretch it, then resized (bicubic) to the
-photo's size.
+(inverted here); each map is resized (bicubic) to the photo's size and normalised robustly, its
+1st and 99th percentiles mapped to 0 and 1 and clipped, so a few sky or specular pixels cannot
+compress the rest and the map spans exactly [0, 1].
 """
 from __future__ import annotations
 
@@ -60,14 +60,19 @@ def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return (np.clip(resized, 0.0, 1.0) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def normalize_prediction(prediction: jnp.ndarray, metric: bool) -> jnp.ndarray:
-  """Raw network output `[B, h, w]` -> disparity in [0, 1] (1 = nearest), per map, robustly."""
-  disparity = 1.0 / jnp.maximum(prediction, 1e-6) if metric else prediction
-  lo, hi = jnp.percentile(disparity, jnp.array([LOW_PERCENTILE, HIGH_PERCENTILE]), axis=(1, 2),
-                          keepdims=True)
-  span = hi - lo
-  ok = span > 1e-6 * jnp.maximum(jnp.abs(hi), 1.0)
-  return jnp.where(ok, jnp.clip((disparity - lo) / jnp.where(ok, span, 1.0), 0.0, 1.0), 0.0)
+def to_disparity(prediction: jnp.ndarray, metric: bool) -> jnp.ndarray:
+  """Network output -> inverse depth (larger = nearer): metric depth is inverted."""
+  return 1.0 / jnp.maximum(prediction, 1e-6) if metric else prediction
+
+
+def normalize_disparity(disparity: np.ndarray) -> np.ndarray:
+  """Inverse depth `[H, W]` (any scale and shift) -> [0, 1], robustly: the 1st and 99th
+  percentiles map to 0 and 1 and the rest is clipped, so the map spans exactly [0, 1] and a few
+  extreme pixels cannot compress it. A flat map becomes all zeros."""
+  lo, hi = np.percentile(disparity, [LOW_PERCENTILE, HIGH_PERCENTILE])
+  if not hi - lo > 1e-6 * max(abs(hi), 1.0):
+    return np.zeros(disparity.shape, np.float32)
+  return np.clip((disparity - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 class DepthEstimator:
@@ -83,8 +88,7 @@ class DepthEstimator:
     self.batch_size, self.input_size = int(batch_size), int(input_size)
     self.model = DepthAnything(config, dtype=jnp.dtype(dtype))
     metric = config.depth_estimation_type == "metric"
-    self._run = jax.jit(lambda p, x: normalize_prediction(self.model.apply({"params": p}, x),
-                                                          metric))
+    self._run = jax.jit(lambda p, x: to_disparity(self.model.apply({"params": p}, x), metric))
     self._raw = jax.jit(lambda p, x: self.model.apply({"params": p}, x))
 
   @classmethod
@@ -141,7 +145,7 @@ class DepthEstimator:
         if not np.all(np.isfinite(maps[: len(chunk)])):
           raise ValueError(f"{self.name}: the depth model produced NaN/inf (broken weights?)")
         for i, disparity in zip(chunk, maps):
-          out[i] = np.clip(_resize_plane(disparity, images[i].shape[:2]), 0.0, 1.0)
+          out[i] = normalize_disparity(_resize_plane(disparity, images[i].shape[:2]))
           if on_image is not None:
             on_image()
     return out  # type: ignore[return-value]
