@@ -111,11 +111,13 @@ def _depth_partner(folder: str, stem: str) -> tuple[str, str] | None:
   return None
 
 
-def folder_scenes(folder: str, height: int, width: int) -> list[Scene]:
+def folder_scenes(folder: str, height: int, width: int, depth_model=None) -> list[Scene]:
   """Image + depth pairs from `folder`, cropped and resized to `height` x `width`.
 
   Each image `NAME.{png,jpg,...}` needs `NAME_depth.{png,npy,tif}` (larger = farther) or
-  `NAME_disparity.{...}` (larger = nearer) beside it; images are taken as all-in-focus.
+  `NAME_disparity.{...}` (larger = nearer) beside it, or a `depth_model`
+  (`diffcamera_jax.depth.DepthEstimator`) estimates it at the photo's size; images are taken as
+  all-in-focus.
   """
   if not os.path.isdir(folder):
     raise ValueError(f"folder {folder} does not exist")
@@ -127,11 +129,16 @@ def folder_scenes(folder: str, height: int, width: int) -> list[Scene]:
   for name in images:
     stem = os.path.splitext(name)[0]
     partner = _depth_partner(folder, stem)
-    if partner is None:
+    if partner is None and depth_model is None:
       raise ValueError(f"image {os.path.join(folder, name)} has no depth map "
-                       f"({stem}_depth.png/.npy or {stem}_disparity.png/.npy)")
+                       f"({stem}_depth.png/.npy or {stem}_disparity.png/.npy; or pass a depth "
+                       "model, --depth-model)")
     image = imageio.load_image(os.path.join(folder, name))
-    disparity = imageio.load_disparity(partner[0], kind=partner[1])
+    if partner is None:
+      disparity = depth_model.estimate(image)
+      partner = (f"{os.path.join(folder, name)} (estimated depth)", "disparity")
+    else:
+      disparity = imageio.load_disparity(partner[0], kind=partner[1])
     if disparity.shape != image.shape[:2]:
       raise ValueError(f"depth file {partner[0]} is {disparity.shape[::-1]} (W, H) but its image is "
                        f"{image.shape[1::-1]}")

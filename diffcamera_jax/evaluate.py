@@ -3,7 +3,7 @@
     python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--baseline DIR] \
         [--num-scenes N] \
         [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] \
-        [--clip-weights FILE] --out OUT
+        [--clip-weights FILE] [--depth-model WEIGHTS] --out OUT
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
@@ -12,8 +12,12 @@ ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores),
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
 `diffcamera_jax.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
-`--clip-weights` (`diffcamera_jax.clip_image`) a CLIP-I score (`{task}/clip_i`). Bad input
-prints one line on stderr and exits with 2.
+`--clip-weights` (`diffcamera_jax.clip_image`) a CLIP-I score (`{task}/clip_i`). With
+`--depth-model` (Depth Anything V2 weights, `diffcamera_jax.depth`) the models, the learned
+baseline and an added "renderer (estimated depth)" run on disparity estimated from each input
+photo instead of the true one (the pipeline of a user without a depth map), and `--folder` accepts
+photos without maps (their ground truth is then rendered with the estimate). Bad input prints one
+line on stderr and exits with 2.
 """
 from __future__ import annotations
 
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--clip-weights", default=None,
                  help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
                       "config.json beside it; see diffcamera_jax.clip_image): adds CLIP-I per task")
+  p.add_argument("--depth-model", default=None,
+                 help="Depth Anything V2 weights: run the methods on estimated instead of true "
+                      "depth, and depth folder photos that have no map")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
   return p
@@ -100,17 +107,49 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--lpips-weights {args.lpips_weights}: no such file")
   if args.clip_weights is not None and not os.path.isfile(args.clip_weights):
     raise ValueError(f"--clip-weights {args.clip_weights}: no such file")
+  if args.depth_model is not None and not os.path.exists(args.depth_model):
+    raise ValueError(f"--depth-model {args.depth_model}: no such file or folder")
+  if args.depth_model is not None and args.no_depth:
+    raise ValueError("--depth-model and --no-depth exclude each other: the first supplies "
+                     "estimated depth, the second none")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
   ensure_writable_dir(args.out, "--out")
 
 
-def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[int, int] | None]:
-  """Baselines first, then the model and ablations (in the order given); and the model's size."""
+class EstimatedDepth:
+  """Wraps benchmark methods so they receive disparity estimated from the input photo; each
+  distinct photo is estimated once (the benchmark asks for the same inputs several times)."""
+
+  def __init__(self, estimator):
+    self.estimator = estimator
+    self._cache: dict[bytes, np.ndarray] = {}
+
+  def disparity(self, reference: np.ndarray) -> np.ndarray:
+    reference = np.asarray(reference, np.float32)
+    keys = [hashlib.blake2b(np.ascontiguousarray(r).tobytes(), digest_size=16).digest()
+            for r in reference]
+    todo = [i for i, k in enumerate(keys) if k not in self._cache]
+    for i, d in zip(todo, self.estimator.estimate_many([reference[i] for i in todo])):
+      self._cache[keys[i]] = d
+    return np.stack([self._cache[k] for k in keys])
+
+  def wrap(self, method: Callable) -> Callable:
+    return lambda reference, disparity, focus, blur: method(
+        reference, self.disparity(reference), focus, blur)
+
+
+def load_methods(args: argparse.Namespace, estimator=None
+                 ) -> tuple[dict[str, Callable], tuple[int, int] | None]:
+  """Baselines first, then the model and ablations (in the order given); and the model's size.
+  With a depth `estimator`, the renderer, baseline and models also run on estimated depth."""
   from diffcamera_jax import benchmark
   from diffcamera_jax.refocuser import Refocuser
   methods = {"input unchanged": benchmark.identity_method,
              "renderer (true depth)": benchmark.make_renderer_method()}
+  estimated = EstimatedDepth(estimator) if estimator is not None else None
+  if estimated is not None:
+    methods["renderer (estimated depth)"] = estimated.wrap(benchmark.make_renderer_method())
   if args.baseline:
     from diffcamera_jax import regression_baseline
     try:
@@ -118,6 +157,8 @@ def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[i
     except FileNotFoundError as e:
       raise ValueError(f"--baseline {args.baseline}: {e}") from None
     label = "learned baseline (regression)"
+    if estimated is not None:
+      label, baseline = f"{label} (estimated depth)", estimated.wrap(baseline)
     methods[f"{label} (no depth)" if args.no_depth else label] = baseline
   size = None
   models = ([("model", args.model)] if args.model else []) + list(args.ablation)
@@ -127,7 +168,10 @@ def load_methods(args: argparse.Namespace) -> tuple[dict[str, Callable], tuple[i
     except FileNotFoundError as e:
       raise ValueError(f"{path}: {e}") from None
     label = f"{name} (no depth)" if args.no_depth else name
-    methods[label] = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed)
+    method = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed)
+    if estimated is not None:
+      label, method = f"{name} (estimated depth)", estimated.wrap(method)
+    methods[label] = method
     size = size or tuple(refocuser.config.data.image_size)
   return methods, size
 
@@ -231,14 +275,17 @@ def evaluate(args: argparse.Namespace) -> dict:
 
   from diffcamera_jax import benchmark
   from diffcamera_jax.report import render_report
-  methods, model_size = load_methods(args)
+  from diffcamera_jax.depth import load_depth_model
+  estimator = load_depth_model(args.depth_model)
+  methods, model_size = load_methods(args, estimator)
   height, width = args.size or model_size or (64, 64)
   spec = benchmark.BenchmarkSpec()
   scene_seed = {} if args.scene_seed is None else {"seed": args.scene_seed}
   benches = {"procedural": benchmark.procedural_scenes(args.num_scenes, height, width,
                                                        **scene_seed)}
   if args.folder:
-    benches["folder"] = benchmark.folder_scenes(args.folder, height, width)
+    benches["folder"] = benchmark.folder_scenes(args.folder, height, width,
+                                                depth_model=estimator)
   from diffcamera_jax.clip_image import ClipImageEncoder
   from diffcamera_jax.lpips import LPIPS
   extra = {}  # metric name -> fn(output, target)

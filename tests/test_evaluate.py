@@ -1,6 +1,7 @@
 """The evaluation program: JSON + HTML with baselines and models side by side; bad input -> exit 2."""
 import json
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,8 @@ from diffcamera_jax import evaluate
 from diffcamera_jax.export import save_exported
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.report import bar_chart, line_chart, render_report
+
+DEPTH_MODEL = os.path.join(os.path.dirname(__file__), "fixtures", "depth", "tiny_a")
 
 
 def _export(path, seed):
@@ -46,6 +49,33 @@ def test_models_and_ablation_side_by_side(tmp_path, capsys):
   assert "no_stack" in printed and str(out / "report.html") in printed
 
 
+def test_depth_model_runs_methods_on_estimated_depth_and_fills_folder_maps(tmp_path):
+  """`--depth-model` (a tiny random Depth Anything): the renderer, the model and the folder's
+  map-less photo run on estimated disparity; the true-depth renderer stays as the reference."""
+  from PIL import Image
+  _export(tmp_path / "model", 0)
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for name in ("with_map", "without_map"):
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+  Image.fromarray(rng.integers(0, 65536, (40, 48), dtype=np.uint16)).save(
+      folder / "with_map_disparity.png")
+  out = tmp_path / "eval"
+  argv = ["--model", str(tmp_path / "model"), "--depth-model", DEPTH_MODEL, "--folder",
+          str(folder), "--num-scenes", "2", "--examples", "0", "--steps", "1", "--quiet",
+          "--out", str(out)]
+  assert evaluate.main(argv) == 0
+  results = json.loads((out / "results.json").read_text())
+  for bench in results["benchmarks"].values():
+    assert list(bench["methods"]) == ["input unchanged", "renderer (true depth)",
+                                      "renderer (estimated depth)", "model (estimated depth)"]
+  assert results["benchmarks"]["folder"]["num_scenes"] == 2
+  procedural = results["benchmarks"]["procedural"]["methods"]
+  estimated = procedural["renderer (estimated depth)"]["summary"]["bokeh/psnr"]
+  assert math.isfinite(estimated) and estimated < 100.0  # the true-depth render is exact
+
+
 def test_scene_seed_picks_other_scenes(tmp_path):
   """`--scene-seed 20000` scores the validation scenes instead of the benchmark's."""
   scores = {}
@@ -65,6 +95,8 @@ def test_scene_seed_picks_other_scenes(tmp_path):
     (["--ablation", "nodir"], "NAME=DIR"),
     (["--size", "8x8"], "16x16"),
     (["--folder", "/nonexistent/folder"], "--folder"),
+    (["--depth-model", "/nonexistent/weights"], "--depth-model"),
+    (["--depth-model", DEPTH_MODEL, "--no-depth"], "exclude each other"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
   assert evaluate.main([*argv, "--out", str(tmp_path / "o")]) == evaluate.EXIT_BAD_INPUT
