@@ -23,11 +23,14 @@ __all__ = ["Builder", "ImageDepthFolderConfig", "BadFileError", "NAME", "prepare
 
 
 def prepare(source_dir: str | pathlib.Path, data_dir: str | pathlib.Path, *,
-            map_kind: str = "disparity", skip_bad: bool = False) -> Builder:
+            map_kind: str = "disparity", skip_bad: bool = False,
+            depth_model: Any = None) -> Builder:
   """Builds the ArrayRecord dataset from `source_dir` into `data_dir`; returns the builder.
 
   `map_kind` names the builder config ("disparity" or "depth"); with `skip_bad` bad files are
-  skipped and listed in `builder.skipped` and `builder.info.metadata["skipped"]`.
+  skipped and listed in `builder.skipped` and `builder.info.metadata["skipped"]`. With a
+  `depth_model` (`diffcamera_jax.depth.DepthEstimator`) photos without a map get an estimated
+  one (listed in `builder.estimated`); photos with a map keep it.
   """
   names = [c.name for c in Builder.BUILDER_CONFIGS]
   if map_kind not in names:
@@ -35,7 +38,8 @@ def prepare(source_dir: str | pathlib.Path, data_dir: str | pathlib.Path, *,
   if not pathlib.Path(source_dir).is_dir():
     raise reading.MissingSourceError(f"source_dir {source_dir} does not exist or is not a folder")
   reading.find_splits(source_dir)  # an empty folder: our message, not TFDS's assertion
-  builder = Builder(config=map_kind, data_dir=str(data_dir), skip_bad=skip_bad)
+  builder = Builder(config=map_kind, data_dir=str(data_dir), skip_bad=skip_bad,
+                    depth_model=depth_model)
   builder.download_and_prepare(
       file_format="array_record",
       download_config=tfds.download.DownloadConfig(manual_dir=str(source_dir)))

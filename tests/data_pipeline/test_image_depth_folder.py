@@ -150,3 +150,52 @@ def test_grain_pipeline_reads_the_prepared_dataset(prepared):
   for key in batch:
     np.testing.assert_array_equal(from_workers[key], batch[key], err_msg=key)
   del it, from_workers
+
+
+DEPTH_MODEL = pathlib.Path(__file__).parents[1] / "fixtures" / "depth" / "tiny_a"
+
+
+def test_depth_model_fills_missing_maps_through_the_cli(tmp_path):
+  """`python -m data_pipeline.image_depth_folder --depth-model W`: photos without a map get one
+  estimated (a tiny random Depth Anything), batched; the photo with a map keeps it."""
+  import subprocess
+  import sys
+  rng = np.random.default_rng(3)
+  root = tmp_path / "photos"
+  for name, (h, w) in {"a.png": (30, 40), "b.png": (30, 40), "c.png": (36, 24),
+                       "mapped.png": (10, 12)}.items():
+    _write_image(root / "images" / name, rng, h, w)
+  kept = rng.random((10, 12)) + 0.1
+  (root / "maps").mkdir()
+  np.save(root / "maps" / "mapped.npy", kept)
+  data_dir = tmp_path / "tfds"
+  proc = subprocess.run(
+      [sys.executable, "-m", "data_pipeline.image_depth_folder", f"--source_dir={root}",
+       f"--data_dir={data_dir}", "--depth-model", str(DEPTH_MODEL), "--depth_batch_size=2"],
+      cwd=pathlib.Path(__file__).parents[2], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "depth estimated for 3" in proc.stdout
+  assert "estimating depth" in proc.stderr  # the progress bar
+  source = image_depth_folder.data_source(data_dir)
+  examples = {source[i]["key"].decode(): source[i] for i in range(len(source))}
+  assert sorted(examples) == ["a.png", "b.png", "c.png", "mapped.png"]
+  for key in ("a.png", "b.png", "c.png"):
+    disparity = reading.dequantize_disparity(examples[key]["disparity"])
+    assert disparity.shape == examples[key]["image"].shape[:2]
+    assert disparity.min() == 0 and disparity.max() == 1
+  np.testing.assert_allclose(reading.dequantize_disparity(examples["mapped.png"]["disparity"]),
+                             reading.to_disparity(kept, "disparity"), atol=1 / 65535)
+
+
+def test_depth_model_errors_are_one_line(tmp_path):
+  import subprocess
+  import sys
+  _write_image(tmp_path / "photos" / "images" / "a.png", np.random.default_rng(0), 8, 8)
+  proc = subprocess.run(
+      [sys.executable, "-m", "data_pipeline.image_depth_folder",
+       f"--source_dir={tmp_path / 'photos'}", f"--data_dir={tmp_path / 'tfds'}",
+       f"--depth-model={tmp_path / 'missing.safetensors'}"],
+      cwd=pathlib.Path(__file__).parents[2], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "missing.safetensors" in lines[0], proc.stderr
