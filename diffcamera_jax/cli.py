@@ -42,6 +42,14 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> epath.Path:
   return path
 
 
+def one_line(message: str, limit: int = 4) -> str:
+  """A multi-line error (e.g. a checkpoint's list of wrong tensors) as one line: its first
+  `limit` lines joined by "; ", and how many more there were."""
+  lines = [line.strip() for line in str(message).strip("'\"").splitlines() if line.strip()]
+  more = len(lines) - limit
+  return "; ".join(lines[:limit]) + (f"; ... and {more} more" if more > 0 else "")
+
+
 def fail(program: str, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
   """Prints `program: error: message` (one line) to stderr and exits with `code`."""
   print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--clip-weights", default=None,
                  help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
                       "config.json beside it; see diffcamera_jax.clip_image): adds CLIP-I per task")
+  p.add_argument("--base-weights", default=None,
+                 help="FLUX exports: the base transformer instead of the recorded path")
+  p.add_argument("--vae-weights", default=None,
+                 help="FLUX exports: the VAE instead of the recorded path")
   p.add_argument("--depth-model", default=None,
                  help="Depth Anything V2 weights: run the methods on estimated instead of true "
                       "depth, and depth folder photos that have no map")
@@ -164,7 +168,8 @@ def load_methods(args: argparse.Namespace, estimator=None
   models = ([("model", args.model)] if args.model else []) + list(args.ablation)
   for name, path in models:
     try:
-      refocuser = Refocuser.load(path, batch_size=args.batch_size, num_steps=args.steps)
+      refocuser = Refocuser.load(path, batch_size=args.batch_size, num_steps=args.steps,
+                                 base_weights=args.base_weights, vae_weights=args.vae_weights)
     except FileNotFoundError as e:
       raise ValueError(f"{path}: {e}") from None
     label = f"{name} (no depth)" if args.no_depth else name

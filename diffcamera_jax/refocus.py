@@ -11,6 +11,8 @@ focus x blur combination becomes one frame of a single batched sampling run, wri
 or, with `--depth-model WEIGHTS` (Depth Anything V2, `diffcamera_jax.depth`), on a disparity map
 estimated from the photo; `--save-depth d.png` writes that estimate as a 16-bit PNG (1 = nearest)
 to inspect, edit and pass back as `--depth`.
+A FLUX export (LoRA + condition params) rebuilds its base from the paths its config records;
+`--base-weights` / `--vae-weights` point elsewhere and `--fold-lora` folds the adapters in.
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
 photo's size (`diffcamera_jax.full_resolution`); the working resolution, batch and memory plan are
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "depth of a photo given without --depth")
   p.add_argument("--save-depth", default=None,
                  help="write the estimated disparity here (16-bit PNG; needs --depth-model)")
+  p.add_argument("--base-weights", default=None,
+                 help="FLUX exports: the base transformer (.safetensors file, index or folder) "
+                      "instead of the path recorded at training")
+  p.add_argument("--vae-weights", default=None,
+                 help="FLUX exports: the VAE (ae.safetensors or diffusers vae/) instead of the "
+                      "recorded path")
+  p.add_argument("--fold-lora", action="store_true",
+                 help="FLUX exports: fold the LoRA adapters into the base (no adapter cost)")
   p.add_argument("--aperture", type=_aperture, default=(0, 0.0),
                  help="BLADES[,DEGREES]: 0 = disk (default), >= 3 = polygon")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
@@ -159,7 +169,9 @@ def run(args: argparse.Namespace) -> list[str]:
       written.append(args.save_depth)
   try:
     refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
-                               num_steps=args.steps, max_memory=args.max_memory)
+                               num_steps=args.steps, max_memory=args.max_memory,
+                               base_weights=args.base_weights, vae_weights=args.vae_weights,
+                               fold_lora=args.fold_lora)
   except FileNotFoundError as e:
     raise ValueError(f"--model: {e}") from None
   plan = refocuser.plan_for(image.shape[:2], len(focus), depth=disparity is not None)

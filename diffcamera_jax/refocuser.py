@@ -108,6 +108,44 @@ class Plan:
             f"{composed}")
 
 
+def _build(config: ml_collections.ConfigDict):
+  """`build_model`, with a missing FLUX VAE or text-embeddings file named as the export's."""
+  try:
+    return build_model(config)
+  except FileNotFoundError as e:
+    if config.model.name != "flux":
+      raise
+    raise ValueError(f"{e} (recorded in the export's config.json; override the VAE with "
+                     "vae_weights / --vae-weights)") from None
+
+
+def _flux_with_base(config: ml_collections.ConfigDict, model, codec, trained: Any,
+                    fold: bool) -> tuple[Any, Any]:
+  """(model, params) of an exported FLUX run: its LoRA and condition params merged with the
+  frozen base streamed from `config.flux.transformer_weights` into the mesh of this host's
+  devices (the "tiny" variant without weights: its seeded random base, as in training). With
+  `fold`, the adapters are folded into the base kernels and the model runs without them."""
+  from diffcamera_jax import train_state
+  from diffcamera_jax.cli import one_line
+  from diffcamera_jax.models import lora
+  from diffcamera_jax.sharding import make_mesh
+  path = config.flux.transformer_weights
+  try:
+    frozen, _ = train_state.frozen_base(config, model, codec, make_mesh(config))
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f"FLUX base transformer {path or '(none recorded)'} (the export's "
+                     f"config.flux.transformer_weights; override with base_weights / "
+                     f"--base-weights): {one_line(str(e))}") from None
+  try:
+    params = lora.merge_params(trained, frozen)
+  except ValueError as e:
+    raise ValueError(f"the exported params do not fit the FLUX model of its config: {e}") from None
+  if fold and model.lora is not None:
+    params = lora.fold_lora(params, model.lora)
+    model = model.clone(lora=None)
+  return model, params
+
+
 class MemoryBudgetError(ValueError):
   """The working resolution needs more memory than the budget allows, even one frame at a time."""
 
@@ -118,7 +156,12 @@ class Refocuser:
   def __init__(self, config: ml_collections.ConfigDict, params: Any, *,
                max_side: int | None = None, batch_size: int = 8, num_steps: int | None = None,
                max_memory: int | None = None, full_resolution: bool = True,
-               depth_model: Any = None):
+               depth_model: Any = None, base_weights: str | None = None,
+               vae_weights: str | None = None, fold_lora: bool = False):
+    if config.model.name == "flux" and (base_weights or vae_weights):
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.flux.transformer_weights = base_weights or config.flux.transformer_weights
+      config.flux.vae_weights = vae_weights or config.flux.vae_weights
     self.trained_hw = tuple(int(v) for v in config.data.image_size)
     max_side = max(self.trained_hw) if max_side is None else int(max_side)
     if max_side < 8:
@@ -132,7 +175,10 @@ class Refocuser:
     self.full_resolution = bool(full_resolution)
     self.budget = int(max_memory or fullres.default_memory_budget())
     self.num_steps = int(num_steps or config.objective.sample_steps)
-    self._model, self._codec = build_model(config)
+    self._model, self._codec = _build(config)
+    if config.model.name == "flux":
+      self._model, self.params = _flux_with_base(config, self._model, self._codec, params,
+                                                 fold_lora)
     self._multiple = self._codec.downsample * int(config.model.patch_size)
     self._on_step: Callable[[], None] = lambda: None
     self._compiled: dict[tuple, tuple[Plan, Any, Callable]] = {}
@@ -144,7 +190,10 @@ class Refocuser:
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
-    """Loads an exported model directory (`diffcamera_jax.export`)."""
+    """Loads an exported model directory (`diffcamera_jax.export`). A FLUX export holds its
+    LoRA and condition params; the base transformer, VAE and text embeddings are read from the
+    paths its config records (`base_weights=` / `vae_weights=` override them; `fold_lora=True`
+    folds the adapters into the base)."""
     from diffcamera_jax.export import load_exported  # orbax is only needed here
     config, params = load_exported(model_dir)
     return cls(config, params, **kwargs)
@@ -267,10 +316,10 @@ class Refocuser:
   def _sequence(self, padded_hw) -> tuple[int, int]:
     """(tokens per example, attention heads) of the model at this padded working size."""
     m = self._model
-    if self.config.model.name != "dit":
-      return 0, 0
     grid = (padded_hw[0] // self._codec.downsample // m.patch_size) * (
         padded_hw[1] // self._codec.downsample // m.patch_size)
+    if self.config.model.name == "flux":  # text | target, reference, depth | camera
+      return m.text_len + 3 * grid + m.camera_tokens, m.config.num_heads
     streams = 2 if m.depth_mode == "fold" else 3
     return m.size.num_camera_tokens + streams * grid, m.size.num_heads
 

@@ -168,7 +168,7 @@ def load_depth_model(path: str | os.PathLike | None, **kwargs) -> DepthEstimator
   try:
     return DepthEstimator.load(path, **kwargs)
   except (FileNotFoundError, KeyError, ValueError) as e:
-    message = "; ".join(line.strip() for line in str(e).strip("'\"").splitlines())
-    raise ValueError(f"--depth-model {os.fspath(path)}: {message}") from None
+    from diffcamera_jax.cli import one_line
+    raise ValueError(f"--depth-model {os.fspath(path)}: {one_line(str(e), limit=8)}") from None
 
 
