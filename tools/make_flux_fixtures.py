@@ -9,6 +9,8 @@ random values (norm scales and biases too, so every path matters), and saves:
   transformer_io.safetensors         inputs and the reference output of the transformer
   vae/                    diffusers `save_pretrained` output (config.json + weights)
   vae_io.safetensors      images, posterior mean/logvar, latents and the decoded reference
+  ae_original.safetensors the same VAE in black-forest-labs' single-file layout (`ae.safetensors`),
+                          checked by converting it back with diffusers' own LDM-VAE converter
 
 Run: `python tools/make_flux_fixtures.py [--out tests/fixtures/flux]`. The test suite reads the
 files with numpy only; torch and diffusers are needed only here.
@@ -144,15 +146,54 @@ def vae_fixture(out: str) -> None:
             os.path.join(out, "vae_io.safetensors"))
 
 
+def ae_original_fixture(out: str) -> None:
+  """The committed diffusers VAE renamed to the original layout; diffusers must map it back."""
+  import json
+  import re
+
+  from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+  from safetensors.torch import load_file
+  state = load_file(os.path.join(out, "vae", "diffusion_pytorch_model.safetensors"))
+  with open(os.path.join(out, "vae", "config.json")) as f:
+    config = json.load(f)
+  levels = len(config["block_out_channels"])
+  attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+  original = {}
+  for name, value in state.items():
+    new = name.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
+    new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
+    new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
+                 lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.block.", new)
+    new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                 lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.upsample.", new)
+    new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", new)
+    if m := re.search(r"mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.", new):
+      new = new.replace(m.group(0), f"mid.attn_1.{attention[m.group(1)]}.")
+      if value.ndim == 2:
+        value = value[:, :, None, None]
+    original[new] = value.contiguous()
+  back = convert_ldm_vae_checkpoint(original, config)
+  assert set(back) == set(state), set(back) ^ set(state)
+  assert all(torch.equal(back[k].reshape(state[k].shape), state[k]) for k in state)
+  save_file(original, os.path.join(out, "ae_original.safetensors"))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join("tests", "fixtures", "flux"))
+  parser.add_argument("--ae-original-only", action="store_true",
+                      help="only (re)write ae_original.safetensors from the committed VAE")
   args = parser.parse_args()
+  if args.ae_original_only:
+    ae_original_fixture(args.out)
+    return
   for sub in ("transformer", "vae"):
     shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
   os.makedirs(args.out, exist_ok=True)
   transformer_fixture(args.out)
   vae_fixture(args.out)
+  ae_original_fixture(args.out)
   total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs)
   print(f"wrote fixtures to {args.out} ({total / 1e6:.2f} MB)")
 

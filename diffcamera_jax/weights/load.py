@@ -39,12 +39,14 @@ def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
 
 def load_autoencoder(path: str | os.PathLike, abstract_params: Any, *,
                      shardings: Any | None = None) -> dict:
-  """Params of an `AutoencoderKL` from a diffusers-layout checkpoint (file, index or directory).
+  """Params of an `AutoencoderKL` from a checkpoint (file, index or directory) in the diffusers
+  layout (`vae/`) or the original single-file layout (`ae.safetensors`), detected from the names.
 
   Tensors of modules our VAE does not have (the unused `quant_conv`/`post_quant_conv` of other
   AutoencoderKL configs) are reported as unexpected.
   """
   ckpt = SafetensorsCheckpoint(path)
   flat = loader.flatten(abstract_params)
-  recipes = vae_layout.vae_recipes({p: tuple(v.shape) for p, v in flat.items()})
+  recipes = vae_layout.vae_recipes({p: tuple(v.shape) for p, v in flat.items()},
+                                   vae_layout.detect_layout(ckpt.names()))
   return loader.load_params(ckpt, recipes, abstract_params, shardings)

@@ -3,7 +3,8 @@
 A *recipe* says how one params leaf is built from checkpoint tensors: which tensors (concatenated
 along their first axis, e.g. q, k, v into a fused qkv), whether to swap the two halves (adaLN
 (scale, shift) vs. (shift, scale)), and how to lay out a torch weight (`linear`: `[out, in]` ->
-`[in, out]`; `conv`: `[O, I, kh, kw]` -> `[kh, kw, I, O]`). A scanned leaf stacks one such build
+`[in, out]`; `conv`: `[O, I, kh, kw]` -> `[kh, kw, I, O]`; `pointwise`: a 1 x 1 conv `[O, I, 1, 1]`
+used as a linear layer -> `[I, O]`). A scanned leaf stacks one such build
 per layer. All recipes are checked against the checkpoint header and the abstract params (shapes
 only, nothing read) before any data moves; then each leaf is read from the memory-mapped file,
 cast, and placed with `jax.make_array_from_callback` so every device copies only its own shard.
@@ -20,14 +21,14 @@ import numpy as np
 from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
 Path = tuple[str, ...]
-_TRANSFORMS = ("none", "linear", "conv")
+_TRANSFORMS = ("none", "linear", "conv", "pointwise")
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
   """Checkpoint tensors (concatenated on axis 0) that make one leaf, and how to lay them out."""
   names: tuple[str, ...]
-  transform: str = "none"  # "none" | "linear" | "conv"
+  transform: str = "none"  # "none" | "linear" | "conv" | "pointwise"
   swap_halves: bool = False
 
   def __post_init__(self):
@@ -53,6 +54,10 @@ def _source_shape(ckpt: SafetensorsCheckpoint, src: Source) -> tuple[int, ...]:
     if len(shape) != 4:
       raise ValueError(f"tensor {src.names[0]!r} is not a 4-D conv weight: {shape}")
     shape = (shape[2], shape[3], shape[1], shape[0])
+  elif src.transform == "pointwise":
+    if len(shape) != 4 or shape[2:] != (1, 1):
+      raise ValueError(f"tensor {src.names[0]!r} is not a 1 x 1 conv weight: {shape}")
+    shape = (shape[1], shape[0])
   return shape
 
 
@@ -78,6 +83,8 @@ def build(ckpt: SafetensorsCheckpoint, recipe: Recipe, dtype: Any) -> np.ndarray
       a = a.T
     elif src.transform == "conv":
       a = a.transpose(2, 3, 1, 0)
+    elif src.transform == "pointwise":
+      a = a[:, :, 0, 0].T
     return np.asarray(a, dtype=dtype)
 
   if recipe.stacked:

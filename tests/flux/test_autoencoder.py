@@ -66,3 +66,23 @@ def test_bad_shapes_are_reported(vae_and_params):
     ae.FluxCodec(params=params, config=vae.config).latent_shape((30, 32))
   with pytest.raises(ValueError, match="norm_num_groups"):
     ae.AutoencoderConfig(block_out_channels=(8, 12), norm_num_groups=8)
+
+
+def test_original_single_file_layout_loads_identical_params(fixtures_dir, vae_config, vae_io,
+                                                            vae_and_params):
+  """`ae.safetensors` (black-forest-labs' names, 1 x 1 conv attention, decoder levels counted
+  from the finest) loads to exactly the params of the diffusers layout."""
+  _, params = vae_and_params
+  vae = ae.AutoencoderKL(ae.AutoencoderConfig.from_diffusers(vae_config))
+  abstract = jax.eval_shape(vae.init, jax.random.key(0), vae_io["images"])["params"]
+  original = weights.load_autoencoder(os.path.join(fixtures_dir, "ae_original.safetensors"),
+                                      abstract)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, original, params)
+
+
+def test_vae_of_another_kind_is_rejected(tmp_path, vae_config, vae_io):
+  vae = ae.AutoencoderKL(ae.AutoencoderConfig.from_diffusers(vae_config))
+  abstract = jax.eval_shape(vae.init, jax.random.key(0), vae_io["images"])["params"]
+  weights.save_file(str(tmp_path / "x.safetensors"), {"encoder.layers.0.w": np.zeros(2, np.float32)})
+  with pytest.raises(ValueError, match="not a FLUX VAE checkpoint"):
+    weights.load_autoencoder(str(tmp_path / "x.safetensors"), abstract)
