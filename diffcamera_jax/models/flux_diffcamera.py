@@ -13,7 +13,7 @@ Text: fixed precomputed T5 tokens and pooled CLIP vector (one prompt suits refoc
 frozen params `text_tokens` / `text_pooled` (zeros unless loaded with `load_text_embeddings`).
 The call contract is the DiT's (docs/architecture.md): the train step and sampler need no change.
 """
-import os
+import io
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 from diffcamera_jax.models import example_inputs
@@ -162,16 +163,16 @@ def load_text_embeddings(path: str, context_dim: int, pooled_dim: int) -> dict[s
   `.safetensors` / `.npz`: arrays `txt` (T5 tokens, `[Lt, C]` or `[1, Lt, C]`) and optionally
   `y` (pooled CLIP, `[C']` or `[1, C']`; zeros if absent). `.npy`: the T5 tokens only. Build the
   model with `text_len = Lt` (FLUX's T5 outputs include the padded positions, which are not zero).
+  Local or in a bucket (`gs://...`, any `etils.epath` path).
   """
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f"text embeddings file {path!r} (config.flux.text_embeddings) not found")
   if path.endswith(".safetensors"):
     f = SafetensorsCheckpoint(path)
     arrays = {n: np.asarray(f.read(n)) for n in f.names()}
-  elif path.endswith(".npz"):
-    arrays = dict(np.load(path))
-  elif path.endswith(".npy"):
-    arrays = {"txt": np.load(path)}
+  elif path.endswith((".npz", ".npy")):
+    loaded = np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
+    arrays = dict(loaded) if path.endswith(".npz") else {"txt": loaded}
   else:
     raise ValueError(f"text embeddings {path!r}: expected .safetensors, .npz or .npy")
   if "txt" not in arrays:

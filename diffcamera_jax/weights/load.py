@@ -7,7 +7,8 @@ from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
 
 def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
-                          shardings: Any | None = None, layout: str = "auto") -> dict:
+                          shardings: Any | None = None, layout: str = "auto",
+                          stream: bool | None = None) -> dict:
   """Params of a `FluxTransformer` from a local checkpoint, placed leaf by leaf.
 
   Args:
@@ -18,6 +19,8 @@ def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
     shardings: optional matching tree of shardings (else each abstract leaf's `.sharding`,
       else the default device).
     layout: "original", "diffusers" or "auto" (detected from the tensor names).
+    stream: read tensors by byte range instead of memory-mapping (default: only for paths with
+      a scheme, e.g. `gs://`, which stream leaf by leaf without a local copy).
 
   Returns:
     A nested dict with every non-LoRA leaf; merge the adapters in with
@@ -26,7 +29,7 @@ def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
   Raises:
     ValueError naming every missing, unexpected or wrong-shaped tensor.
   """
-  ckpt = SafetensorsCheckpoint(path)
+  ckpt = SafetensorsCheckpoint(path, stream)
   detected, prefix = flux_layout.detect_layout(ckpt.names())
   if layout not in ("auto", detected):
     raise ValueError(f"load_flux_transformer: layout={layout!r} but {path} is in the "
@@ -38,14 +41,14 @@ def load_flux_transformer(path: str | os.PathLike, abstract_params: Any, *,
 
 
 def load_autoencoder(path: str | os.PathLike, abstract_params: Any, *,
-                     shardings: Any | None = None) -> dict:
+                     shardings: Any | None = None, stream: bool | None = None) -> dict:
   """Params of an `AutoencoderKL` from a checkpoint (file, index or directory) in the diffusers
   layout (`vae/`) or the original single-file layout (`ae.safetensors`), detected from the names.
 
   Tensors of modules our VAE does not have (the unused `quant_conv`/`post_quant_conv` of other
-  AutoencoderKL configs) are reported as unexpected.
+  AutoencoderKL configs) are reported as unexpected. `stream` as in `load_flux_transformer`.
   """
-  ckpt = SafetensorsCheckpoint(path)
+  ckpt = SafetensorsCheckpoint(path, stream)
   flat = loader.flatten(abstract_params)
   recipes = vae_layout.vae_recipes({p: tuple(v.shape) for p, v in flat.items()},
                                    vae_layout.detect_layout(ckpt.names()))

@@ -5,6 +5,10 @@ name to `{dtype, shape, data_offsets}`, then the raw little-endian bytes. We mem
 so `read(name)` returns a lazy view: nothing is read from disk until a slice of it is used, and a
 12B checkpoint never has to sit in host memory as a whole. Sharded checkpoints
 (`model.safetensors.index.json` with a `weight_map` from tensor name to file) read the same way.
+
+Paths with a scheme (`gs://...`, anything `etils.epath` opens) are streamed instead: the header
+is read once and each tensor's byte range is read when asked for, so a checkpoint in a bucket
+loads leaf by leaf without a local copy. `stream=True` takes that path for local files too.
 """
 import json
 import os
@@ -13,6 +17,7 @@ from collections.abc import Mapping
 
 import ml_dtypes
 import numpy as np
+from etils import epath
 
 _DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -25,12 +30,19 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class SafetensorsFile:
-  """One `.safetensors` file: header parsed at open, tensors memory-mapped on demand."""
+def is_remote(path: str) -> bool:
+  """True for paths with a scheme (`gs://bucket/...`): read through `etils.epath`."""
+  return "://" in str(path)
 
-  def __init__(self, path: str):
-    self.path = path
-    with open(path, "rb") as f:
+
+class SafetensorsFile:
+  """One `.safetensors` file: header parsed at open, tensors memory-mapped (local) or read by
+  byte range (remote, or `stream=True`) on demand."""
+
+  def __init__(self, path: str, stream: bool | None = None):
+    self.path = str(path)
+    self.stream = is_remote(self.path) if stream is None else bool(stream)
+    with self._open() as f:
       raw = f.read(8)
       if len(raw) != 8:
         raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
@@ -44,7 +56,8 @@ class SafetensorsFile:
     self._data_start = 8 + size
     self._metadata = header.pop("__metadata__", None) or {}
     self._entries = header
-    available = os.path.getsize(path) - self._data_start
+    total = epath.Path(path).stat().length if self.stream else os.path.getsize(path)
+    available = total - self._data_start
     try:
       beyond = sorted(n for n, e in header.items() if int(e["data_offsets"][1]) > available)
     except (KeyError, TypeError, IndexError, ValueError):
@@ -55,6 +68,9 @@ class SafetensorsFile:
                        f"{' ...' if len(beyond) > 5 else ''} lies beyond the end of the file "
                        f"({available} bytes of tensor data present)")
     self._mmap = None
+
+  def _open(self):
+    return epath.Path(self.path).open("rb") if self.stream else open(self.path, "rb")
 
   def names(self) -> list[str]:
     return list(self._entries)
@@ -72,13 +88,21 @@ class SafetensorsFile:
     return _DTYPES[code]
 
   def read(self, name: str) -> np.ndarray:
-    """A read-only memory-mapped view of tensor `name` (no bytes are read until used)."""
+    """Tensor `name`, read-only: a memory-mapped view (no bytes are read until used), or, when
+    streaming, its byte range read now."""
     entry = self._entry(name)
     dtype = self.dtype(name)
     begin, end = entry["data_offsets"]
     shape = tuple(entry["shape"])
     if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
       raise ValueError(f"{self.path}: tensor {name!r} byte range does not match its shape")
+    if self.stream:
+      with self._open() as f:
+        f.seek(self._data_start + begin)
+        data = f.read(end - begin)
+      if len(data) != end - begin:
+        raise ValueError(f"{self.path}: tensor {name!r} is cut short (truncated file)")
+      return np.frombuffer(data, dtype).reshape(shape)
     if self._mmap is None:
       self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
     buf = self._mmap[self._data_start + begin:self._data_start + end]
@@ -92,37 +116,39 @@ class SafetensorsFile:
 
 
 class SafetensorsCheckpoint:
-  """A single `.safetensors` file, a sharded checkpoint's `*.index.json`, or a directory.
+  """A single `.safetensors` file, a sharded checkpoint's `*.index.json`, or a directory, local
+  (memory-mapped) or remote (`gs://...`, streamed; `stream=True` streams local files too).
 
   A directory must hold exactly one index file or exactly one `.safetensors` file.
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, stream: bool | None = None):
     path = os.fspath(path)
-    if os.path.isdir(path):
+    stream = is_remote(path) if stream is None else bool(stream)
+    where = epath.Path(path)
+    if where.is_dir():
       path = _pick_in_directory(path)
-    if not os.path.exists(path):
+    elif not where.exists():
       raise FileNotFoundError(f"no such checkpoint: {path}")
     self.path = path
     self._files: dict[str, SafetensorsFile] = {}
     self._where: dict[str, str] = {}
     if path.endswith(".json"):
-      with open(path) as f:
-        index = json.load(f)
+      index = json.loads(epath.Path(path).read_text())
       if "weight_map" not in index:
         raise ValueError(f"{path}: index file has no 'weight_map'")
-      base = os.path.dirname(path)
+      base = epath.Path(path).parent
       for name, file in index["weight_map"].items():
-        self._where[name] = os.path.join(base, file)
+        self._where[name] = str(base / file)
       for file in sorted(set(self._where.values())):
-        self._files[file] = SafetensorsFile(file)
+        self._files[file] = SafetensorsFile(file, stream)
         missing = [n for n, f in self._where.items() if f == file
                    and n not in set(self._files[file].names())]
         if missing:
           raise ValueError(f"{path}: index lists {missing[:5]} in {file}, which lacks them")
       self._metadata = dict(index.get("metadata") or {})
     else:
-      single = SafetensorsFile(path)
+      single = SafetensorsFile(path, stream)
       self._files[path] = single
       self._where = {n: path for n in single.names()}
       self._metadata = single.metadata()
@@ -153,13 +179,13 @@ class SafetensorsCheckpoint:
 
 
 def _pick_in_directory(path: str) -> str:
-  files = sorted(os.listdir(path))
+  files = sorted(p.name for p in epath.Path(path).iterdir())
   index = [f for f in files if f.endswith(".safetensors.index.json")]
   if len(index) == 1:
-    return os.path.join(path, index[0])
+    return str(epath.Path(path) / index[0])
   single = [f for f in files if f.endswith(".safetensors")]
   if not index and len(single) == 1:
-    return os.path.join(path, single[0])
+    return str(epath.Path(path) / single[0])
   raise ValueError(f"{path}: expected one *.safetensors.index.json or one *.safetensors file, "
                    f"found {index + single}")
 

@@ -97,3 +97,42 @@ def test_leaves_are_placed_into_the_target_sharding(fixtures_dir):
   result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300, cwd=os.path.abspath(ROOT))
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_streamed_reading_gives_the_same_params_one_tensor_at_a_time(
+    fixtures_dir, transformer_config, transformer_io, monkeypatch):
+  """The bucket path (`gs://`, any `etils.epath` path) streams each tensor's byte range; taken
+  here on local files (`stream=True`): the sharded diffusers transformer loads exactly as
+  memory-mapped, and no read spans more than one tensor."""
+  reads = []
+  real_open = sio.SafetensorsFile._open
+
+  def counting_open(self):
+    handle = real_open(self)
+    if self.stream:
+      read = handle.read
+      handle.read = lambda n=-1: reads.append(n) or read(n)
+    return handle
+
+  monkeypatch.setattr(sio.SafetensorsFile, "_open", counting_open)
+  abstract = _abstract(transformer_config, transformer_io)
+  path = os.path.join(fixtures_dir, "transformer")
+  mapped = weights.load_flux_transformer(path, abstract)
+  streamed = weights.load_flux_transformer(path, abstract, stream=True)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, streamed, mapped)
+  ckpt = sio.SafetensorsCheckpoint(path, stream=True)
+  largest = max(int(np.prod(ckpt.shape(n))) * ckpt.dtype(n).itemsize for n in ckpt.names())
+  assert reads and -1 not in reads and max(reads) <= max(largest, 1 << 20)
+  assert sio.is_remote("gs://bucket/flux1-dev.safetensors") and not sio.is_remote(path)
+
+
+def test_text_embeddings_read_through_epath(tmp_path):
+  from diffcamera_jax.models import flux_diffcamera
+  txt = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+  np.savez(tmp_path / "prompt.npz", txt=txt, y=np.ones(4, np.float32))
+  sio.save_file(str(tmp_path / "prompt.safetensors"), {"txt": txt})
+  for name in ("prompt.npz", "prompt.safetensors"):
+    loaded = flux_diffcamera.load_text_embeddings(str(tmp_path / name), 8, 4)
+    np.testing.assert_array_equal(loaded["text_tokens"], txt)
+  with pytest.raises(FileNotFoundError, match="text embeddings"):
+    flux_diffcamera.load_text_embeddings(str(tmp_path / "none.npz"), 8, 4)
