@@ -5,9 +5,11 @@ Variants (`--config=configs/flux_lora.py:VARIANT`):
   "1024"  the same at 1024^2 (4x the tokens per image; half the global batch);
   "tiny"  a random tiny FLUX and VAE on procedural scenes, no weight files: CPU tests and smoke
           runs (the random base comes from `config.seed`; see docs/flux.md).
-Weights are local paths (memory-mapped; copy them from a bucket to each host first): the transformer as the original single file
+Weights are local paths (memory-mapped) or bucket paths (`gs://...`, streamed leaf by leaf into
+the shardings, no local copy): the transformer as the original single file
 (`flux1-dev.safetensors`) or diffusers' `transformer/` directory (sharded, with its index), the
-VAE as diffusers' `vae/` directory; text embeddings are one precomputed prompt
+VAE as the original `ae.safetensors` or diffusers' `vae/` directory; text embeddings are one
+precomputed prompt
 (`.safetensors`/`.npz` with `txt` [Lt, 4096] and `y` [768]; zeros when empty). The "tiny"
 FLUX variant comes with the tiny VAE and 8 text tokens (models/flux_diffcamera.py).
 """

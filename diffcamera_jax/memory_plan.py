@@ -36,7 +36,7 @@ def _bytes_per_device(abstract_tree: Any) -> float:
   return float(total)
 
 
-def _abstract_batch(config: ml_collections.ConfigDict, mesh: Any) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(config: ml_collections.ConfigDict, mesh: Any) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of one global device example (docs/architecture.md), sharded over the batch axes."""
   b, (h, w) = config.data.batch_size, config.data.image_size
   rules = sharding.logical_rules(config)
@@ -79,7 +79,7 @@ def plan(config: ml_collections.ConfigDict, *, compile_step: bool = False) -> di
   if compile_step:
     step = train_step.make_train_step(config, model, codec, mesh, state_sharding)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
-    compiled = step.lower(abstract_state, _abstract_batch(config, mesh), rng).compile()
+    compiled = step.lower(abstract_state, abstract_batch(config, mesh), rng).compile()
     memory = compiled.memory_analysis()
     result["gib_per_device"]["step_temporaries"] = memory.temp_size_in_bytes / GIB
     result["gib_per_device"]["step_total"] = (

@@ -13,7 +13,7 @@ One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N camer
 focus sweep of one photo is one call. `rng` is one key, or `[N]` keys (one per camera, so that a
 frame does not depend on the batch it runs in); `num_steps` is traced, so changing it does not
 recompile.
-`sample.compile(...)` (same arguments) compiles ahead of time, so a caller can read the memory
+`sample.lower(...)` / `sample.compile(...)` (same arguments) lower / compile ahead of time, so a caller can read the memory
 plan before running; the result runs on `sample.arguments(...)`.
 """
 from typing import Any, Callable
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from diffcamera_jax import flow, prior
 from diffcamera_jax.models.dit import DiT
@@ -102,7 +103,7 @@ def make_sampler(model: DiT, codec: LatentCodec,
     if int(num_steps) <= 0:
       raise ValueError(f"sample: num_steps must be positive, got {num_steps}")
     return (params, codec, f32(reference_image), None if disparity is None else f32(disparity),
-            camera, rng, jnp.asarray(num_steps, jnp.int32))
+            camera, rng, np.int32(num_steps))
 
   def sample(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
              camera: jnp.ndarray, rng: jax.Array,
@@ -110,13 +111,16 @@ def make_sampler(model: DiT, codec: LatentCodec,
     """Refocused images `[N, H, W, 3]` in [0, 1] for N cameras `[N, F]` (from `camera_features`)."""
     return _sample(*arguments(params, reference_image, disparity, camera, rng, num_steps))
 
-  def compile(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
-              camera: jnp.ndarray, rng: jax.Array,
-              num_steps: int = objective.sample_steps) -> Any:
+  def lower(params: Any, reference_image: jnp.ndarray, disparity: jnp.ndarray | None,
+            camera: jnp.ndarray, rng: jax.Array,
+            num_steps: int = objective.sample_steps) -> jax.stages.Lowered:
+    """The sampler lowered for these shapes (abstract arguments allowed)."""
+    return _sample.lower(*arguments(params, reference_image, disparity, camera, rng, num_steps))
+
+  def compile(*args, **kwargs) -> Any:
     """The sampler compiled ahead of time for these shapes: a `jax.stages.Compiled` (its
     `memory_analysis()` is the program's memory plan); call it with `arguments(...)`."""
-    return _sample.lower(*arguments(params, reference_image, disparity, camera, rng,
-                                    num_steps)).compile()
+    return lower(*args, **kwargs).compile()
 
-  sample.compile, sample.arguments = compile, arguments
+  sample.lower, sample.compile, sample.arguments = lower, compile, arguments
   return sample
