@@ -1,8 +1,12 @@
 """DiffCamera as the paper trains it: LoRA on a frozen FLUX.1 transformer, FLUX VAE latents.
 
 Variants (`--config=configs/flux_lora.py:VARIANT`):
-  ""      TPU v4 pod, 512^2, FLUX.1-dev in bf16, FSDP over every chip, scanned + rematted blocks;
-  "1024"  the same at 1024^2 (4x the tokens per image; half the global batch);
+  ""      TPU pod, 512^2, FLUX.1-dev in bf16, FSDP over every chip, scanned + rematted blocks;
+          global batch 32: one example per device on a v4-32 (9.1 GiB of a 16 GiB TensorCore
+          in the compiled plan; two per device do not fit), four per chip on a v5p-8 fits too;
+  "1024"  the same at 1024^2 (4x the tokens per image): needs 95 GiB chips (v5p: 55.7 GiB per
+          chip at two examples per chip); one example per v4 TensorCore does not fit
+          (docs/results/flux_compiled_plans.json, docs/flux.md);
   "tiny"  a random tiny FLUX and VAE on procedural scenes, no weight files: CPU tests and smoke
           runs (the random base comes from `config.seed`; see docs/flux.md).
 Weights are local paths (memory-mapped) or bucket paths (`gs://...`, streamed leaf by leaf into
@@ -40,7 +44,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.source = "tfds"
   config.data.tfds_data_dir = "gs://YOUR_BUCKET/tfds"
   config.data.image_size = (512, 512)
-  config.data.batch_size = 64
+  config.data.batch_size = 32
   config.data.num_workers = 16
   config.data.prefetch_buffer = 4
   config.mesh.shape = (1, -1, 1)  # pure FSDP: the 12B base is sharded over every chip

@@ -12,12 +12,15 @@ libtpu, on any machine) and reads XLA's memory analysis (`jit(...).lower(...).co
 so those figures overstate a TPU's.
 
 - the LoRA train step (`train_step.make_train_step`, frozen bf16 base as its own argument, scanned
-  and fully rematted blocks, chunked attention, FSDP over every chip) on a v5p-8 sized mesh (4
-  chips, 95 GiB HBM each) and a v4-32 sized mesh (16 chips, 32 GiB each), at 512^2 and 1024^2;
+  and fully rematted blocks, chunked attention, FSDP over every device) on a v5p-8 (4 chips, 95
+  GiB HBM each) and a v4-32 (32 TensorCore devices, 16 GiB each), at 512^2 and 1024^2, and
+  (`fit`) the smaller batch / attention blocks tried where those do not fit;
 - the sampler (`sampling.make_sampler`, the whole Euler loop, VAE encode and decode) at 1024^2,
-  batch 1, on one device, with the adapters folded into the bf16 base.
+  batch 1, adapters folded into the bf16 base: on one v5p chip, one v4 TensorCore, and with the
+  base sharded over a v4-8 host's 8 TensorCores (as `Refocuser` places it).
+A program that does not fit is recorded with the compiler's message.
 
-Each case records the total per chip beside the chip's HBM.
+Each case records the total per device beside the device's HBM.
 """
 from __future__ import annotations
 
@@ -74,7 +77,8 @@ def _mesh(config, slice_name: str) -> jax.sharding.Mesh:
                            axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
-def _model(config, *, folded: bool = False) -> fd.FluxDiffCamera:
+def _model(config, *, folded: bool = False, attention_chunk: int = fd.ATTENTION_CHUNK
+           ) -> fd.FluxDiffCamera:
   f, m = config.flux, config.model
   adapters = None if folded else lora.LoRAConfig(f.lora_rank, f.lora_alpha,
                                                  fd.lora_targets(f.lora_targets))
@@ -82,7 +86,7 @@ def _model(config, *, folded: bool = False) -> fd.FluxDiffCamera:
       fd.FLUX_PRESETS[f.variant], lora=adapters, text_len=fd.TEXT_LEN[f.variant],
       guidance=fd.GUIDANCE, camera_frequencies=m.camera_frequencies, scan_layers=m.scan_layers,
       remat=m.remat, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
-      attention_chunk=fd.ATTENTION_CHUNK)
+      attention_chunk=attention_chunk)
 
 
 def _abstract_codec() -> FluxCodec:
@@ -114,13 +118,14 @@ def _memory(compiled) -> dict:
           "aliased_gib": m.alias_size_in_bytes / GIB, "total_gib": total / GIB}
 
 
-def train_case(chips_name: str, image: int, per_chip: int) -> dict:
+def train_case(chips_name: str, image: int, per_chip: int,
+               attention_chunk: int = fd.ATTENTION_CHUNK) -> dict:
   chips, hbm, _ = CHIPS[chips_name]
   config = flux_lora.get_config("" if image == 512 else "1024")
   config.data.batch_size = per_chip * chips
   config.flux.transformer_weights = config.flux.vae_weights = config.flux.text_embeddings = ""
   mesh = _mesh(config, chips_name)
-  model, codec = _model(config), _abstract_codec()
+  model, codec = _model(config, attention_chunk=attention_chunk), _abstract_codec()
   abstract_state, state_sharding, _ = train_state.train_state_plan(config, model, codec, mesh)
   rules = sharding.logical_rules(config)
   inputs = example_inputs(codec, tuple(config.data.image_size))
@@ -139,7 +144,7 @@ def train_case(chips_name: str, image: int, per_chip: int) -> dict:
   return {"program": "lora_train_step", "slice": chips_name, "devices": chips,
           "image_size": [image, image], "global_batch": config.data.batch_size,
           "per_device_batch": per_chip, "remat": config.model.remat,
-          "attention_chunk": fd.ATTENTION_CHUNK, "hbm_gib_per_device": hbm,
+          "attention_chunk": attention_chunk, "hbm_gib_per_device": hbm,
           "fits": result.get("total_gib", float("inf")) < hbm, **result}
 
 
@@ -182,19 +187,26 @@ def sampler_case(slice_name: str, image: int) -> dict:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--out", default="docs/results/flux_compiled_plans.json")
-  p.add_argument("--cases", default="train,sampler")
+  p.add_argument("--cases", default="sampler,train,fit")
   p.add_argument("--target", choices=("tpu", "cpu"), default="tpu")
+  p.add_argument("--append", action="store_true", help="add to the cases already in --out")
   args = p.parse_args(argv)
   TARGET["name"] = args.target
   cases = []
+  if args.append and os.path.exists(args.out):
+    with open(args.out) as f:
+      cases = json.load(f)["cases"]
   if "sampler" in args.cases:
     for slice_name in ("v5p chip", "v4 core", "v4-8"):
       cases.append(sampler_case(slice_name, 1024))
       print(json.dumps(cases[-1]), flush=True)
   if "train" in args.cases:
-    for chips_name, image, per_chip in (("v5p-8", 512, 4), ("v4-32", 512, 2),
-                                        ("v5p-8", 1024, 2), ("v4-32", 1024, 1)):
-      cases.append(train_case(chips_name, image, per_chip))
+    for spec in (("v5p-8", 512, 4), ("v4-32", 512, 2), ("v5p-8", 1024, 2), ("v4-32", 1024, 1)):
+      cases.append(train_case(*spec))
+      print(json.dumps(cases[-1]), flush=True)
+  if "fit" in args.cases:  # what fits a v4 core where the cases above do not
+    for spec in (("v4-32", 512, 1), ("v4-32", 1024, 1, 512)):
+      cases.append(train_case(*spec))
       print(json.dumps(cases[-1]), flush=True)
   report = {"flux": "FLUX.1-dev dimensions (11.9B), bf16 base, LoRA rank 64 on attn + mlp",
             "jax": jax.__version__,
