@@ -18,6 +18,10 @@ its memory plan read; attention runs in query blocks sized from the sequence len
 frames of one call go through in batches that fit `max_memory` (default: 80 % of the
 accelerator's memory, half of the free host memory on a CPU). The full-resolution render runs
 in strips when one frame does not fit.
+
+Photos without a disparity map get one from `depth_model` when given (Depth Anything V2,
+`diffcamera_jax.depth`). A FLUX export rebuilds its frozen base from the paths its config records
+(`base_weights` / `vae_weights` override them; `fold_lora` folds the adapters in).
 """
 from __future__ import annotations
 
