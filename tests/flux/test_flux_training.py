@@ -18,6 +18,7 @@ from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
 from diffcamera_jax.train_step import make_train_step
 from tests._mp_common import random_batch
+from tests.flux.conftest import train_tiny_flux
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 3
@@ -99,18 +100,9 @@ def test_frozen_base_is_reproducible_and_weights_are_required_beyond_tiny(traine
   assert ts.frozen_base(dit, model, codec, mesh) == (None, None)
 
 
-def _train(workdir, num_steps):
-  command = [sys.executable, "-m", "diffcamera_jax.train", "--config=configs/flux_lora.py:tiny",
-             f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
-             "--config.train.log_every=1", "--config.train.eval_every=2"]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), check=False)
-
-
 @pytest.mark.slow
-def test_training_program_writes_a_lora_only_checkpoint_and_resumes(tmp_path):
-  workdir = tmp_path / "run"
-  result = _train(workdir, 2)
+def test_training_program_writes_a_lora_only_checkpoint_and_resumes(flux_run):
+  workdir, result = flux_run
   assert result.returncode == 0, result.stderr[-3000:]
   assert "loss=" in result.stderr and "eval/psnr=" in result.stderr
   assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "flux"
@@ -121,7 +113,7 @@ def test_training_program_writes_a_lora_only_checkpoint_and_resumes(tmp_path):
   assert paths and all(_is_trainable(p) for p in paths)
   assert ("flux", "double_blocks_0", "img_attn", "qkv", "lora_a") in paths
   # Resuming restores the LoRA-only state onto the same (seeded) base and keeps training.
-  resumed = _train(workdir, 3)
+  resumed = train_tiny_flux(workdir, 3)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from checkpoint step 2" in resumed.stderr
   with ocp.StandardCheckpointer() as checkpointer:
