@@ -25,12 +25,15 @@ def _detected_cluster() -> bool:
 
 
 def initialize(mode: str = "auto", coordinator_address: str = "", num_processes: int = 0,
-               process_id: int = -1) -> bool:
+               process_id: int = -1, heartbeat_seconds: int = 100) -> bool:
   """Joins the multi-controller runtime; returns True when this run spans several processes.
 
   mode: "auto" (explicit flags if given, else auto-detect a TPU pod / SLURM / MPI cluster),
   "on" (always call `jax.distributed.initialize`), "off" (single process).
+  `heartbeat_seconds`: how long a silent peer is waited for before the run is ended.
   """
+  if heartbeat_seconds < 1:
+    raise ValueError(f"--heartbeat_seconds={heartbeat_seconds}: must be >= 1")
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"--distributed={mode!r}: expected 'auto', 'on' or 'off'")
   if mode == "off":
@@ -42,9 +45,10 @@ def initialize(mode: str = "auto", coordinator_address: str = "", num_processes:
     return False
   if explicit:
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=heartbeat_seconds)
   else:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_seconds)
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return jax.process_count() > 1

@@ -27,6 +27,9 @@ flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (clusters JAX cannot detect).")
 flags.DEFINE_integer("num_processes", 0, "Number of processes (with --coordinator_address).")
 flags.DEFINE_integer("process_id", -1, "This process's id (with --coordinator_address).")
+flags.DEFINE_integer("heartbeat_seconds", 100,
+                     "Seconds without a heartbeat after which a peer process counts as dead and "
+                     "the run ends (JAX's default, 100).", lower_bound=1)
 flags.mark_flags_as_required(["config"])
 
 
@@ -44,7 +47,7 @@ def main(argv: list[str]) -> int:
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_QuietLibraries())
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
-                         FLAGS.process_id)
+                         FLAGS.process_id, FLAGS.heartbeat_seconds)
   from diffcamera_jax import trainer  # Imported after the runtime is up: it touches devices.
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
