@@ -42,6 +42,20 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> epath.Path:
   return path
 
 
+def add_model_weight_flags(parser) -> None:
+  """`--base-weights` / `--vae-weights` (FLUX exports) and `--depth-model`, shared by the
+  refocus and evaluate programs."""
+  parser.add_argument("--base-weights", default=None,
+                      help="FLUX exports: the base transformer (.safetensors file, index or "
+                           "folder, local or gs://) instead of the path recorded at training")
+  parser.add_argument("--vae-weights", default=None,
+                      help="FLUX exports: the VAE (ae.safetensors or diffusers vae/) instead of "
+                           "the recorded path")
+  parser.add_argument("--depth-model", default=None,
+                      help="Depth Anything V2 weights (.safetensors file or folder): estimated "
+                           "depth where none is given")
+
+
 def one_line(message: str, limit: int = 4) -> str:
   """A multi-line error (e.g. a checkpoint's list of wrong tensors) as one line: its first
   `limit` lines joined by "; ", and how many more there were."""

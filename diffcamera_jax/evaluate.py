@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffcamera_jax.cli import EXIT_BAD_INPUT, ensure_writable_dir
+from diffcamera_jax.cli import EXIT_BAD_INPUT, add_model_weight_flags, ensure_writable_dir
 
 
 
@@ -82,13 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--clip-weights", default=None,
                  help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
                       "config.json beside it; see diffcamera_jax.clip_image): adds CLIP-I per task")
-  p.add_argument("--base-weights", default=None,
-                 help="FLUX exports: the base transformer instead of the recorded path")
-  p.add_argument("--vae-weights", default=None,
-                 help="FLUX exports: the VAE instead of the recorded path")
-  p.add_argument("--depth-model", default=None,
-                 help="Depth Anything V2 weights: run the methods on estimated instead of true "
-                      "depth, and depth folder photos that have no map")
+  add_model_weight_flags(p)
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
   return p

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from diffcamera_jax.cli import EXIT_BAD_INPUT, ensure_writable_dir
+from diffcamera_jax.cli import EXIT_BAD_INPUT, add_model_weight_flags, ensure_writable_dir
 
 
 
@@ -80,17 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--depth", help="depth or disparity map of the same size (16-bit PNG, PNG, .npy)")
   p.add_argument("--depth-kind", choices=("disparity", "depth"), default="disparity",
                  help="what --depth holds: disparity (larger = nearer; default) or depth")
-  p.add_argument("--depth-model", default=None,
-                 help="Depth Anything V2 weights (.safetensors file or folder) to estimate the "
-                      "depth of a photo given without --depth")
   p.add_argument("--save-depth", default=None,
                  help="write the estimated disparity here (16-bit PNG; needs --depth-model)")
-  p.add_argument("--base-weights", default=None,
-                 help="FLUX exports: the base transformer (.safetensors file, index or folder) "
-                      "instead of the path recorded at training")
-  p.add_argument("--vae-weights", default=None,
-                 help="FLUX exports: the VAE (ae.safetensors or diffusers vae/) instead of the "
-                      "recorded path")
+  add_model_weight_flags(p)
   p.add_argument("--fold-lora", action="store_true",
                  help="FLUX exports: fold the LoRA adapters into the base (no adapter cost)")
   p.add_argument("--aperture", type=_aperture, default=(0, 0.0),
