@@ -22,9 +22,9 @@ import grain
 import jax
 import numpy as np
 
-from configs import default
+from diffcamera_jax.configs import default
 from data_pipeline import pipeline
-from data_pipeline import simulate as simulate_lib
+from diffcamera_jax.objective import example as simulate_lib
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/data.json", "JSON output path.")
 _SIZES = flags.DEFINE_list("sizes", ["64", "512"], "Square image sizes for the host pipeline.")
@@ -93,8 +93,9 @@ def device_stage_ms(size: int, repeats: int) -> dict[str, Any]:
 
 def train_step_ms(repeats: int) -> dict[str, Any]:
   """Median ms per step of the default config's jitted train step (on one simulated batch)."""
-  from diffcamera_jax import models, sharding, train_state  # pylint: disable=g-import-not-at-top
-  from diffcamera_jax import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
+  from diffcamera_jax import models, sharding  # pylint: disable=g-import-not-at-top
+  from diffcamera_jax.training import state as train_state
+  from diffcamera_jax.training import step as train_step_lib  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   mesh = sharding.make_mesh(config)
   model, codec = models.build_model(config)

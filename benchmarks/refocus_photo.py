@@ -40,12 +40,12 @@ def run_case(model: str, size: str, frames: int, depth: bool, max_side: int | No
   """One case in this process (called in a child)."""
   import numpy as np
   from data_pipeline import procedural
-  from diffcamera_jax.refocuser import Refocuser
+  from diffcamera_jax.inference.refocuser import Refocuser
 
   h, w = SIZES[size]
   image, disparity = procedural.make_scene(procedural.BENCHMARK_SEED, 0, h, w)
   start = time.perf_counter()
-  from diffcamera_jax.full_resolution import parse_bytes
+  from diffcamera_jax.inference.full_resolution import parse_bytes
   r = Refocuser.load(model, max_side=max_side,
                      max_memory=parse_bytes(max_memory) if max_memory else None)
   load_s = time.perf_counter() - start
@@ -70,7 +70,7 @@ def make_patch4_export(path: str) -> None:
   """A randomly initialised default-size model with patch 4, exported to `path`."""
   import jax
   import flax.linen as nn
-  from configs.default import get_config
+  from diffcamera_jax.configs.default import get_config
   from diffcamera_jax.export import save_exported
   from diffcamera_jax.models import build_model, example_inputs
   config = get_config()

@@ -25,9 +25,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from configs import default
+from diffcamera_jax.configs import default
 from diffcamera_jax.models import build_model, camera_features, example_inputs
-from diffcamera_jax.sampling import make_sampler
+from diffcamera_jax.inference.sampler import make_sampler
 
 _OUT = flags.DEFINE_string("out", "benchmarks/results/sample_cpu.json", "JSON output path.")
 _SIZES = flags.DEFINE_list("sizes", ["256", "512"], "Square image sizes.")

@@ -23,27 +23,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=wrong-import-position
-from configs import default as default_config
+from diffcamera_jax.configs import default as default_config
 from diffcamera_jax.models import build_model
 from diffcamera_jax.models.latents import LatentCodec
+from diffcamera_jax.objective.example import Example
 from diffcamera_jax.models.sizes import dit_forward_flops, dit_train_flops, get_size
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-from diffcamera_jax.train_state import create_train_state
-from diffcamera_jax.train_step import make_train_step
+from diffcamera_jax.training.state import create_train_state
+from diffcamera_jax.training.step import make_train_step
 # pylint: enable=wrong-import-position
 
 TPU_V4_BF16_FLOPS = 275e12
 
 
-def synthetic_batch(batch_size: int, hw: tuple[int, int], seed: int = 0) -> dict:
+def synthetic_batch(batch_size: int, hw: tuple[int, int], seed: int = 0) -> Example:
   """A device example of the right shapes (the step's cost does not depend on the values)."""
   rs = np.random.RandomState(seed)
-  img = lambda: rs.uniform(0, 1, (batch_size, *hw, 3)).astype(np.float32)
-  vec = lambda *s: rs.uniform(0, 1, (batch_size, *s)).astype(np.float32)
-  return {"reference": img(), "target": img(), "target_2": img(), "multifocus": img(),
-          "disparity": vec(*hw), "stack_mask": (vec(*hw) > 0.5).astype(np.float32),
-          "target_focus": vec(2), "target_focus_2": vec(2), "target_blur": 8 * vec(),
-          "aperture_blades": np.zeros((batch_size,), np.int32), "aperture_rotation": vec()}
+  values = {k: rs.uniform(0, 1, shape).astype(np.float32) if dtype == jnp.float32
+            else np.zeros(shape, np.int32) for k, (shape, dtype) in Example.shapes(batch_size, hw).items()}
+  values["stack_mask"] = (values["stack_mask"] > 0.5).astype(np.float32)
+  return Example(**values)
 
 
 def make_matmul(n: int = 2048):
@@ -87,7 +86,7 @@ def vae_encode_flops(config, codec: LatentCodec) -> float:
 
 def tpu_v4_estimate(mfu_assumed: float) -> dict:
   """Analytic FLOPs and the compute-bound step time of configs/tpu_v4.py on v4 chips."""
-  from configs import tpu_v4  # pylint: disable=import-outside-toplevel
+  from diffcamera_jax.configs import tpu_v4  # pylint: disable=import-outside-toplevel
   config = tpu_v4.get_config()
   codec = jax.eval_shape(lambda: build_model(config)[1])  # abstract VAE params, no compute
   codec = LatentCodec(params=codec.params, mode=codec.mode, vae_config=codec.vae_config)

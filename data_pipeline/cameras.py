@@ -61,11 +61,17 @@ class CameraRanges:
     )
 
 
+def blur_pixels(blur: float, image_hw: tuple[int, int], reference_size: int) -> float:
+  """A blur (CoC radius) given in pixels at a longer image side of `reference_size`, in pixels
+  at an image of `image_hw`: the one rescaling rule of every blur in the project."""
+  return float(blur) * max(image_hw) / reference_size
+
+
 def blur_scale(ranges: CameraRanges, height: int, width: int) -> float:
   """Factor from blur at `blur_reference_size` to blur in pixels at an H x W image."""
   if height <= 0 or width <= 0:
     raise ValueError(f"height and width must be > 0, got {(height, width)}")
-  return max(height, width) / ranges.blur_reference_size
+  return blur_pixels(1.0, (height, width), ranges.blur_reference_size)
 
 
 def focus_window(height: int, width: int) -> int:

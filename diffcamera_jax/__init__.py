@@ -12,6 +12,6 @@ __all__ = ["Refocuser"]
 def __getattr__(name: str):
   """Lazy exports: `import diffcamera_jax` stays light; `diffcamera_jax.Refocuser` loads on use."""
   if name == "Refocuser":
-    from diffcamera_jax.refocuser import Refocuser
+    from diffcamera_jax.inference.refocuser import Refocuser
     return Refocuser
   raise AttributeError(f"module 'diffcamera_jax' has no attribute {name!r}")

@@ -9,10 +9,10 @@ Methods scored side by side on the same scenes and cameras: "input unchanged", "
 depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
 the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, and each
 ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
-(tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.benchmark` for the tasks
+(tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.evaluation.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
-`diffcamera_jax.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
-`--clip-weights` (`diffcamera_jax.clip_image`) a CLIP-I score (`{task}/clip_i`). With
+`diffcamera_jax.evaluation.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
+`--clip-weights` (`diffcamera_jax.evaluation.clip_image`) a CLIP-I score (`{task}/clip_i`). With
 `--depth-model` (Depth Anything V2 weights, `diffcamera_jax.depth`) the models, the learned
 baseline and an added "renderer (estimated depth)" run on disparity estimated from each input
 photo instead of the true one (the pipeline of a user without a depth map), and `--folder` accepts
@@ -77,11 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
   p.add_argument("--examples", type=int, default=4, help="scenes shown in the image grids")
   p.add_argument("--lpips-weights", default=None,
-                 help="local LPIPS weights (.npz/.safetensors, see diffcamera_jax.lpips): adds "
+                 help="local LPIPS weights (.npz/.safetensors, see diffcamera_jax.evaluation.lpips): adds "
                       "an LPIPS score per task")
   p.add_argument("--clip-weights", default=None,
                  help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
-                      "config.json beside it; see diffcamera_jax.clip_image): adds CLIP-I per task")
+                      "config.json beside it; see diffcamera_jax.evaluation.clip_image): adds CLIP-I per task")
   add_model_weight_flags(p)
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
@@ -141,8 +141,8 @@ def load_methods(args: argparse.Namespace, estimator=None
                  ) -> tuple[dict[str, Callable], tuple[int, int] | None]:
   """Baselines first, then the model and ablations (in the order given); and the model's size.
   With a depth `estimator`, the renderer, baseline and models also run on estimated depth."""
-  from diffcamera_jax import benchmark
-  from diffcamera_jax.refocuser import Refocuser
+  from diffcamera_jax.evaluation import benchmark
+  from diffcamera_jax.inference.refocuser import Refocuser
   methods = {"input unchanged": benchmark.identity_method,
              "renderer (true depth)": benchmark.make_renderer_method()}
   estimated = EstimatedDepth(estimator) if estimator is not None else None
@@ -194,7 +194,7 @@ class TaskScores:
   """
 
   def __init__(self, metrics: dict[str, Callable], scenes, spec, batch_size: int):
-    from diffcamera_jax import benchmark
+    from diffcamera_jax.evaluation import benchmark
     self.metrics, self.scenes, self.spec, self.batch_size = metrics, scenes, spec, batch_size
     self.requests = {}  # request key -> (first scene index of the batch, task)
     for start in range(0, len(scenes), batch_size):
@@ -205,13 +205,13 @@ class TaskScores:
     self._cached = (None, None)
 
   def _ground_truth(self, start: int):
-    from diffcamera_jax import benchmark
+    from diffcamera_jax.evaluation import benchmark
     batch = self.scenes[start:start + self.batch_size]
     return benchmark.ground_truth(batch, range(start, start + len(batch)), self.spec)
 
   def wrap(self, method: Callable) -> tuple[Callable, dict]:
     """(method that also scores, {"task/metric": [num_scenes] scores, NaN until scored})."""
-    from diffcamera_jax import benchmark
+    from diffcamera_jax.evaluation import benchmark
     scores = {f"{task}/{m}": np.full(len(self.scenes), np.nan)
               for task in benchmark.TASKS for m in self.metrics}
 
@@ -240,7 +240,8 @@ def _enlarge(frames: list[np.ndarray], min_width: int = 128) -> list[np.ndarray]
 
 def save_grids(out_dir: str, bench_name: str, scenes, spec, runs: dict, num_examples: int) -> dict:
   """Example grids (rows = scenes; input | truth | methods) and the sweep grid; returns paths."""
-  from diffcamera_jax import benchmark, imageio
+  from diffcamera_jax import imageio
+  from diffcamera_jax.evaluation import benchmark
   if num_examples == 0:
     return {}
   inputs = benchmark.example_inputs(scenes, spec, num_examples)
@@ -272,8 +273,8 @@ def evaluate(args: argparse.Namespace) -> dict:
   """Scores every method on every benchmark; writes the JSON, report and images; returns results."""
   from tqdm import tqdm
 
-  from diffcamera_jax import benchmark
-  from diffcamera_jax.report import render_report
+  from diffcamera_jax.evaluation import benchmark
+  from diffcamera_jax.evaluation.report import render_report
   from diffcamera_jax.depth import load_depth_model
   estimator = load_depth_model(args.depth_model)
   methods, model_size = load_methods(args, estimator)
@@ -285,8 +286,8 @@ def evaluate(args: argparse.Namespace) -> dict:
   if args.folder:
     benches["folder"] = benchmark.folder_scenes(args.folder, height, width,
                                                 depth_model=estimator)
-  from diffcamera_jax.clip_image import ClipImageEncoder
-  from diffcamera_jax.lpips import LPIPS
+  from diffcamera_jax.evaluation.clip_image import ClipImageEncoder
+  from diffcamera_jax.evaluation.lpips import LPIPS
   extra = {}  # metric name -> fn(output, target)
   for flag, path, name, cls in (("--lpips-weights", args.lpips_weights, "lpips", LPIPS),
                                 ("--clip-weights", args.clip_weights, "clip_i", ClipImageEncoder)):

@@ -72,7 +72,7 @@ def load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any]:
 
 def export_from_workdir(workdir: str, out: str, step: int | None = None) -> int:
   """Writes the EMA params of checkpoint `step` (default: newest) of a training workdir to `out`."""
-  from diffcamera_jax import checkpointing  # Local: keeps `load_exported` light for notebooks.
+  from diffcamera_jax.training import checkpointing  # Local: keeps `load_exported` light for notebooks.
 
   config_path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
   if not os.path.isfile(config_path):

@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffcamera_jax import models, sharding, train_state, train_step
-from diffcamera_jax.config_validation import validate_config
+from diffcamera_jax import models, sharding
+from diffcamera_jax.training import state as train_state, step as train_step
+from diffcamera_jax.configs.validation import validate_config
+from diffcamera_jax.objective.example import Example
 
 GIB = 2.0 ** 30
 
@@ -36,23 +38,14 @@ def _bytes_per_device(abstract_tree: Any) -> float:
   return float(total)
 
 
-def abstract_batch(config: ml_collections.ConfigDict, mesh: Any) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes of one global device example (docs/architecture.md), sharded over the batch axes."""
-  b, (h, w) = config.data.batch_size, config.data.image_size
+def abstract_batch(config: ml_collections.ConfigDict, mesh: Any) -> Example:
+  """One global device example (`objective.Example`) of abstract arrays, sharded over the batch
+  axes."""
+  b, hw = config.data.batch_size, tuple(config.data.image_size)
   rules = sharding.logical_rules(config)
-  shapes = {
-      "image": ((b, h, w, 3), jnp.float32), "disparity": ((b, h, w), jnp.float32),
-      "source_focus": ((b, 2), jnp.float32), "source_blur": ((b,), jnp.float32),
-      "target_focus": ((b, 2), jnp.float32), "target_focus_2": ((b, 2), jnp.float32),
-      "target_blur": ((b,), jnp.float32), "aperture_blades": ((b,), jnp.int32),
-      "aperture_rotation": ((b,), jnp.float32), "reference": ((b, h, w, 3), jnp.float32),
-      "target": ((b, h, w, 3), jnp.float32), "target_2": ((b, h, w, 3), jnp.float32),
-      "target_focus_disparity": ((b,), jnp.float32),
-      "target_focus_disparity_2": ((b,), jnp.float32),
-      "stack_mask": ((b, h, w), jnp.float32), "multifocus": ((b, h, w, 3), jnp.float32),
-  }
-  return {k: jax.ShapeDtypeStruct(s, d, sharding=jax.sharding.NamedSharding(
-      mesh, sharding.batch_spec(len(s), rules))) for k, (s, d) in shapes.items()}
+  shapes = Example.shapes(b, hw)
+  return Example(**{k: jax.ShapeDtypeStruct(s, d, sharding=jax.sharding.NamedSharding(
+      mesh, sharding.batch_spec(len(s), rules))) for k, (s, d) in shapes.items()})
 
 
 def plan(config: ml_collections.ConfigDict, *, compile_step: bool = False) -> dict[str, Any]:

@@ -15,7 +15,7 @@ A FLUX export (LoRA + condition params) rebuilds its base from the paths its con
 `--base-weights` / `--vae-weights` point elsewhere and `--fold-lora` folds the adapters in.
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
-photo's size (`diffcamera_jax.full_resolution`); the working resolution, batch and memory plan are
+photo's size (`diffcamera_jax.inference.full_resolution`); the working resolution, batch and memory plan are
 printed on stderr. `--max-memory 8G` bounds what the programs may plan for. Bad input prints one
 line on stderr and exits with status 2.
 """
@@ -62,7 +62,7 @@ def _aperture(text: str) -> tuple[int, float]:
 
 
 def _size(text: str) -> int:
-  from diffcamera_jax.full_resolution import parse_bytes
+  from diffcamera_jax.inference.full_resolution import parse_bytes
   try:
     return parse_bytes(text)
   except ValueError as e:
@@ -141,7 +141,7 @@ def frame_paths(out: str, n: int) -> list[str]:
 def run(args: argparse.Namespace) -> list[str]:
   """Loads inputs and model, refocuses, writes the files; returns the written paths."""
   from diffcamera_jax import imageio  # heavy imports only after the arguments are known good
-  from diffcamera_jax.refocuser import Refocuser, camera_grid
+  from diffcamera_jax.inference.refocuser import Refocuser, camera_grid
 
   image = imageio.load_image(args.image)
   disparity = None

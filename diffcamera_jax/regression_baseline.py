@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from data_pipeline.simulate import max_blur_radius
+from diffcamera_jax.objective.example import max_blur_radius
 from diffcamera_jax import optics
 from diffcamera_jax.cli import EXIT_BAD_INPUT
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
@@ -83,17 +83,19 @@ def pair_loss(net: RegressionNet, params: Any, example: dict, keep: jnp.ndarray)
   """Mean squared error to both targets of each example (focus f_t1 and f_t2, blur K_t)."""
   loss = 0.0
   for focus_key, target_key in (("target_focus", "target"), ("target_focus_2", "target_2")):
-    out = net.apply({"params": params}, example["reference"], example["disparity"], keep,
-                    example[focus_key], example["target_blur"])
-    loss = loss + jnp.mean(jnp.square(out - example[target_key]))
+    out = net.apply({"params": params}, example.reference, example.disparity, keep,
+                    getattr(example, focus_key), example.target_blur)
+    loss = loss + jnp.mean(jnp.square(out - getattr(example, target_key)))
   return 0.5 * loss
 
 
 def train(config: ml_collections.ConfigDict, steps: int | None = None,
           minutes: float | None = None, log: Callable[[str], None] = print) -> tuple[Any, dict]:
   """Trains on `config`'s data for `steps` or until `minutes` pass; returns (params, record)."""
-  from data_pipeline import pipeline, simulate as simulate_lib
-  from diffcamera_jax import sharding, train_state
+  from data_pipeline import pipeline
+  from diffcamera_jax.objective import example as simulate_lib
+  from diffcamera_jax import sharding
+  from diffcamera_jax.training import state as train_state
   net = build(config)
   mesh = sharding.make_mesh(config)
   data_iter = pipeline.make_train_iterator(config)
@@ -112,7 +114,7 @@ def train(config: ml_collections.ConfigDict, steps: int | None = None,
 
   @jax.jit
   def step(params, opt_state, example, key):
-    keep = jax.random.uniform(key, (example["reference"].shape[0],)) >= p_drop
+    keep = jax.random.uniform(key, (example.reference.shape[0],)) >= p_drop
     loss, grads = jax.value_and_grad(lambda p: pair_loss(net, p, example, keep))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
   budget.add_argument("--steps", type=int)
   budget.add_argument("--minutes", type=float)
   args = p.parse_args(argv)
-  from diffcamera_jax.config_validation import ConfigError, validate_config
+  from diffcamera_jax.configs.validation import ConfigError, validate_config
   from diffcamera_jax.export import PARAMS_DIR, save_exported
   try:
     if (args.steps is not None and args.steps <= 0) or (args.minutes is not None

@@ -77,12 +77,3 @@ def shard_batch(host_batch: Any, mesh: Mesh, rules: LogicalRules) -> Any:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
-
-
-def bytes_per_device(tree: Any) -> dict[jax.Device, int]:
-  """Bytes each addressable device holds for the arrays of `tree`."""
-  totals: dict[jax.Device, int] = {}
-  for leaf in jax.tree.leaves(tree):
-    for shard in leaf.addressable_shards:
-      totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
-  return totals

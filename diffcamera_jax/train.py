@@ -16,7 +16,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from diffcamera_jax import cli, distributed
+from diffcamera_jax import cli
+from diffcamera_jax.training import distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (`get_config(arg)`).",
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     handler.addFilter(_QuietLibraries())
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id, FLAGS.heartbeat_seconds)
-  from diffcamera_jax import trainer  # Imported after the runtime is up: it touches devices.
+  from diffcamera_jax.training import trainer  # Imported after the runtime is up: it touches devices.
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except cli.UserError as error:  # config fields, paths (ConfigError is one)

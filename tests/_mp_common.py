@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from configs.default import get_config  # pylint: disable=wrong-import-position
+from diffcamera_jax.configs.default import get_config  # pylint: disable=wrong-import-position
 
 
 def tiny_config(batch_size: int = 8, image_size=(16, 16)):
@@ -61,8 +61,8 @@ def run_steps(mesh_shape, host_batch: dict, num_steps: int = 2, devices=None,
   import jax
   from diffcamera_jax.models import build_model
   from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-  from diffcamera_jax.train_state import create_train_state
-  from diffcamera_jax.train_step import make_train_step
+  from diffcamera_jax.training.state import create_train_state
+  from diffcamera_jax.training.step import make_train_step
 
   config = tiny_config(batch_size=batch_size)
   config.mesh.shape = tuple(mesh_shape)
@@ -75,7 +75,8 @@ def run_steps(mesh_shape, host_batch: dict, num_steps: int = 2, devices=None,
   mesh = make_mesh(config, devices)
   state, state_sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
   step = make_train_step(config, model, codec, mesh, state_sharding)
-  batch = shard_batch(host_batch, mesh, logical_rules(config))
+  from diffcamera_jax.objective.example import Example
+  batch = shard_batch(Example.from_dict(host_batch), mesh, logical_rules(config))
   history = []
   for i in range(num_steps):
     state, metrics = step(state, batch, jax.random.key(1 + i))
@@ -91,3 +92,33 @@ def relative_error(a, b) -> float:
   """`|a - b| / |b|` in the 2-norm over all elements (float64)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def bytes_per_device(tree) -> dict:
+  """Bytes each addressable device holds for the arrays of `tree`."""
+  import jax
+  totals = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
+  return totals
+
+
+def refocus_losses(apply_fn, params, codec, batch: dict, rng, config, patch_size: int):
+  """`Objective.losses` of `config` on a dict batch with every `Example` field."""
+  from diffcamera_jax.objective.example import Example
+  from diffcamera_jax.objective.objective import Objective
+  return Objective.from_config(config).losses(apply_fn, params, codec, Example.from_dict(batch),
+                                              rng, patch_size)
+
+
+def prior_fn(config):
+  """The objective's prior image of `config` as `fn(image, disparity, camera, keep)`."""
+  from diffcamera_jax.objective.objective import Objective
+  return Objective.from_config(config).prior_image
+
+
+def random_example(seed: int, batch_size: int, image_size=(16, 16)):
+  """`random_batch` as an `objective.Example`."""
+  from diffcamera_jax.objective.example import Example
+  return Example.from_dict(random_batch(seed, batch_size, image_size))

@@ -13,12 +13,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 # pylint: disable=wrong-import-position
 import jax
 
-from _mp_common import random_batch, relative_error, run_steps, tiny_config
+from _mp_common import bytes_per_device, random_batch, relative_error, run_steps, tiny_config
 from diffcamera_jax.models import build_model
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.sizes import ModelSize
-from diffcamera_jax.sharding import bytes_per_device, make_mesh
-from diffcamera_jax.train_state import create_train_state
+from diffcamera_jax.sharding import make_mesh
+from diffcamera_jax.training.state import create_train_state
 # pylint: enable=wrong-import-position
 
 BATCH = 8

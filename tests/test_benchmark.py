@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcamera_jax import benchmark, imageio, metrics, optics
+from diffcamera_jax import imageio, optics
+from diffcamera_jax.evaluation import benchmark, metrics
 
 SIZE = 32
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from diffcamera_jax import clip_image
+from diffcamera_jax.evaluation import clip_image
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "clip")
 

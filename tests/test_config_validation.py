@@ -4,8 +4,8 @@ import pathlib
 import pytest
 from ml_collections import config_flags  # noqa: F401  (ensures the flags module imports)
 
-from configs import default, gpu, tpu_v4
-from diffcamera_jax.config_validation import ConfigError, resolve_mesh_shape, validate_config
+from diffcamera_jax.configs import default, gpu, tpu_v4
+from diffcamera_jax.configs.validation import ConfigError, resolve_mesh_shape, validate_config
 
 
 def test_default_configs_are_valid():
@@ -13,7 +13,7 @@ def test_default_configs_are_valid():
   validate_config(default.get_config("tiny"), num_devices=1)
   validate_config(gpu.get_config(), num_devices=1)
   validate_config(tpu_v4.get_config("procedural"), num_devices=16)
-  from configs import flux_lora
+  from diffcamera_jax.configs import flux_lora
   for variant in ("", "1024"):
     validate_config(flux_lora.get_config(variant), num_devices=32, check_paths=False)
   validate_config(flux_lora.get_config("tiny"), num_devices=1, check_paths=False)
@@ -81,7 +81,7 @@ def test_missing_paths_are_named(tmp_path: pathlib.Path):
 
 
 def test_flux_weights_must_exist(tmp_path: pathlib.Path):
-  from configs import flux_lora
+  from diffcamera_jax.configs import flux_lora
   config = flux_lora.get_config()
   config.data.tfds_data_dir = str(tmp_path)
   with pytest.raises(ConfigError, match=r"config\.flux\.transformer_weights"):

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 from diffcamera_jax import evaluate
 from diffcamera_jax.export import save_exported
 from diffcamera_jax.models import build_model, example_inputs
-from diffcamera_jax.report import bar_chart, line_chart, render_report
+from diffcamera_jax.evaluation.report import bar_chart, line_chart, render_report
 
 DEPTH_MODEL = os.path.join(os.path.dirname(__file__), "fixtures", "depth", "tiny_a")
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffcamera_jax import flow
+from diffcamera_jax.objective import flow
 
 
 def _pair(seed=0, shape=(3, 4, 4, 2)):

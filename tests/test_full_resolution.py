@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from diffcamera_jax import full_resolution as fr
+from diffcamera_jax.inference import full_resolution as fr
 
 
 def _photo(h, w, seed=0):

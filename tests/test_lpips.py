@@ -6,7 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 
-from diffcamera_jax import lpips
+from diffcamera_jax.evaluation import lpips
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "lpips")
 SMALL = {"alex": (8, 12, 16, 12, 12), "vgg": (4,) * 13}

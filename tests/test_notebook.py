@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 from diffcamera_jax.export import save_exported
 from diffcamera_jax.models import build_model, example_inputs
 

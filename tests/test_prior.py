@@ -6,14 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffcamera_jax import optics, prior
-from diffcamera_jax.config_validation import ConfigError, validate_config
+from diffcamera_jax import optics
+from diffcamera_jax.objective import prior
+from diffcamera_jax.configs.validation import ConfigError, validate_config
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
-from diffcamera_jax.sampling import make_sampler
-from diffcamera_jax.train_step import _pair, refocus_losses, training_prior_fn
-from tests._mp_common import random_batch, tiny_config
+from diffcamera_jax.inference.sampler import make_sampler
+from diffcamera_jax.objective.objective import pair as _pair
+from tests._mp_common import prior_fn, random_batch, random_example, refocus_losses, tiny_config
 
 
 def _render_config(**kwargs):
@@ -71,20 +72,19 @@ def test_losses_anchor_the_residual_at_the_prior():
   config.objective.p_depth_drop = 0.5
   codec = LatentCodec(params=None)
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
-  prior_fn = training_prior_fn(config)
+  make_prior = prior_fn(config)
   seen = {}
 
   def oracle(variables, x_t, t, reference, disparity, camera, keep, train, rngs, prior=None):
     # x0 = enc(target) - enc(prior) recomputed independently from the same camera and keep
     seen["prior"] = prior
-    expected_prior = prior_fn(_pair(batch["reference"], batch["reference"]), disparity, camera,
+    expected_prior = make_prior(_pair(batch["reference"], batch["reference"]), disparity, camera,
                               keep)
     seen["expected"] = codec.encode(expected_prior)
     seen["keep"] = keep
     return codec.encode(_pair(batch["target"], batch["target_2"])) - seen["expected"]
 
-  _, metrics = refocus_losses(oracle, None, codec, batch, jax.random.key(3), config.objective, 4,
-                              prior_fn)
+  _, metrics = refocus_losses(oracle, None, codec, batch, jax.random.key(3), config, 4)
   np.testing.assert_allclose(seen["prior"], seen["expected"], atol=1e-6)
   assert float(metrics["flow_loss"]) < 1e-10 and float(metrics["stack_loss"]) < 1e-10
   keep = np.asarray(seen["keep"])
@@ -96,8 +96,7 @@ def test_losses_anchor_the_residual_at_the_prior():
   # the reference-anchored oracle is wrong once the prior is the anchor
   ref_oracle = lambda v, x_t, t, reference, *a, **k: (
       codec.encode(_pair(batch["target"], batch["target_2"])) - reference)
-  _, wrong = refocus_losses(ref_oracle, None, codec, batch, jax.random.key(3), config.objective,
-                            4, prior_fn)
+  _, wrong = refocus_losses(ref_oracle, None, codec, batch, jax.random.key(3), config, 4)
   assert float(wrong["flow_loss"]) > 1e-3
 
 
@@ -157,12 +156,11 @@ def test_config_rejects_a_bad_prior():
 _LAYOUT_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tests._mp_common import random_batch, tiny_config
+from tests._mp_common import prior_fn, random_batch, tiny_config
 from diffcamera_jax.models.camera import camera_features
-from diffcamera_jax.train_step import training_prior_fn
 config = tiny_config(batch_size=8)
 config.objective.prior = "render"
-fn = jax.jit(training_prior_fn(config))
+fn = jax.jit(prior_fn(config))
 b = random_batch(0, 8, (16, 16))
 cam = camera_features(b["target_focus"], b["target_blur"], (16, 16), b["aperture_blades"],
                       b["aperture_rotation"])
@@ -194,8 +192,8 @@ def test_training_with_the_prior_overfits_one_batch():
   """The objective with the re-render prior fits one fixed batch: measured 7.4x lower x0 loss in 90
   steps (the prior starts closer to the targets than the reference, so the first loss is lower)."""
   from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-  from diffcamera_jax.train_state import create_train_state
-  from diffcamera_jax.train_step import make_train_step
+  from diffcamera_jax.training.state import create_train_state
+  from diffcamera_jax.training.step import make_train_step
   config = _render_config(batch_size=4, image_size=(32, 32))
   config.optim.learning_rate, config.optim.warmup_steps = 3e-3, 5
   config.objective.p_depth_drop = 0.5
@@ -206,7 +204,7 @@ def test_training_with_the_prior_overfits_one_batch():
   mesh = make_mesh(config)
   state, sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
   step = make_train_step(config, model, codec, mesh, sharding)
-  batch = shard_batch(random_batch(0, 4, (32, 32)), mesh, logical_rules(config))
+  batch = shard_batch(random_example(0, 4, (32, 32)), mesh, logical_rules(config))
   losses = []
   for _ in range(90):
     state, metrics = step(state, batch, jax.random.key(7))

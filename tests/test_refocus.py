@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 from diffcamera_jax import refocus
 from diffcamera_jax.export import save_exported
 from diffcamera_jax.models import build_model, example_inputs

@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 from diffcamera_jax.models import build_model, camera_features, example_inputs
-from diffcamera_jax import full_resolution as fr
-from diffcamera_jax.refocuser import MemoryBudgetError, Refocuser, camera_grid
-from diffcamera_jax.sampling import make_sampler
+from diffcamera_jax.inference import full_resolution as fr
+from diffcamera_jax.inference.refocuser import MemoryBudgetError, Refocuser, camera_grid
+from diffcamera_jax.inference.sampler import make_sampler
 from tests.test_full_resolution import _layered_disparity
 
 

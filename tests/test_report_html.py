@@ -1,5 +1,5 @@
 """The HTML report's table shows LPIPS / CLIP-I columns exactly when a run computed them."""
-from diffcamera_jax.report import html as report_html
+from diffcamera_jax.evaluation.report import html as report_html
 
 
 def test_optional_metric_columns_appear_only_when_computed():

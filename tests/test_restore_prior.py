@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcamera_jax import optics, prior
+from diffcamera_jax import optics
+from diffcamera_jax.objective import prior
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.camera import camera_features
-from diffcamera_jax.sampling import make_sampler
-from diffcamera_jax.train_step import refocus_losses, training_prior_fn
-from tests._mp_common import random_batch, tiny_config
+from diffcamera_jax.inference.sampler import make_sampler
+from tests._mp_common import random_batch, random_example, refocus_losses, tiny_config
 
 
 def test_restored_prior_uses_the_given_depth_where_kept_and_the_estimate_elsewhere():
@@ -36,8 +36,7 @@ def test_train_step_losses_include_the_restoration_terms():
   model, codec = build_model(config)
   params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
-  loss, metrics = refocus_losses(model.apply, params, codec, batch, jax.random.key(1),
-                                 config.objective, 4, training_prior_fn(config))
+  loss, metrics = refocus_losses(model.apply, params, codec, batch, jax.random.key(1), config, 4)
   for key in ("restore_loss", "depth_loss", "blur_map_loss"):
     assert np.isfinite(float(metrics[key]))
   assert float(metrics["depth_loss"]) > 0 and float(metrics["blur_map_loss"]) > 0
@@ -75,8 +74,8 @@ def test_untrained_sampler_returns_the_render_of_the_reference_with_the_estimate
 
 def test_training_with_the_restoration_prior_overfits_one_batch():
   from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-  from diffcamera_jax.train_state import create_train_state
-  from diffcamera_jax.train_step import make_train_step
+  from diffcamera_jax.training.state import create_train_state
+  from diffcamera_jax.training.step import make_train_step
   config = tiny_config(batch_size=4, image_size=(32, 32))
   config.optim.learning_rate, config.optim.warmup_steps = 3e-3, 5
   config.train.num_steps = 1000
@@ -84,7 +83,7 @@ def test_training_with_the_restoration_prior_overfits_one_batch():
   mesh = make_mesh(config)
   state, sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
   step = make_train_step(config, model, codec, mesh, sharding)
-  batch = shard_batch(random_batch(0, 4, (32, 32)), mesh, logical_rules(config))
+  batch = shard_batch(random_example(0, 4, (32, 32)), mesh, logical_rules(config))
   first = last = None
   for _ in range(60):
     state, metrics = step(state, batch, jax.random.key(7))
@@ -102,7 +101,7 @@ def test_training_with_the_restoration_prior_overfits_one_batch():
 def test_log_error_weighs_each_example_by_its_own_scale():
   """With a floor the image term is the mean log error: a nearly sharp example's small error
   counts as it does in a per-scene mean PSNR, not drowned by a blurred example's large one."""
-  from diffcamera_jax.train_step import restoration_losses
+  from diffcamera_jax.objective.objective import restoration_losses
   image = jnp.zeros((2, 8, 8, 3))
   sharp = image.at[0].add(0.1).at[1].add(0.001)  # MSE 1e-2 and 1e-6
   zeros = jnp.zeros((2, 8, 8))

@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcamera_jax.models.latents import LatentCodec
-from diffcamera_jax.sampling import make_sampler
-from diffcamera_jax.train_step import _pair, refocus_losses
-from tests._mp_common import random_batch, tiny_config
+from diffcamera_jax.inference.sampler import make_sampler
+from diffcamera_jax.objective.objective import pair as _pair
+from tests._mp_common import random_batch, refocus_losses, tiny_config
 
 
 def _codec():
   return LatentCodec(params=None)
 
 
-def _oracle_metrics(batch, codec, objective, subtract_reference):
+def _oracle_metrics(batch, codec, config, subtract_reference):
   """refocus_losses with a model predicting the exact velocity towards `x0` (with or without
   the reference subtracted)."""
   x0 = codec.encode(_pair(batch["target"], batch["target_2"]))
@@ -25,7 +25,7 @@ def _oracle_metrics(batch, codec, objective, subtract_reference):
   def apply_fn(variables, x_t, t, reference, disparity, camera, keep, train, rngs):
     return (x_t - x0) / t[:, None, None, None]
 
-  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), objective, 4)
+  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config, 4)
   return metrics
 
 
@@ -36,12 +36,12 @@ def test_residual_losses_are_zero_for_the_residual_oracle_only():
   config.objective.prediction = "velocity"
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
   codec = _codec()
-  good = _oracle_metrics(batch, codec, config.objective, subtract_reference=True)
+  good = _oracle_metrics(batch, codec, config, subtract_reference=True)
   assert float(good["flow_loss"]) < 1e-8 and float(good["stack_loss"]) < 1e-8
-  bad = _oracle_metrics(batch, codec, config.objective, subtract_reference=False)
+  bad = _oracle_metrics(batch, codec, config, subtract_reference=False)
   assert float(bad["flow_loss"]) > 0.01 and float(bad["stack_loss"]) > 0.01
   config.objective.residual = False
-  plain = _oracle_metrics(batch, codec, config.objective, subtract_reference=False)
+  plain = _oracle_metrics(batch, codec, config, subtract_reference=False)
   assert float(plain["flow_loss"]) < 1e-8 and float(plain["stack_loss"]) < 1e-8
 
 
@@ -81,11 +81,11 @@ def test_x0_prediction_oracle_zeroes_the_losses():
   x0 = codec.encode(_pair(batch["target"], batch["target_2"])) - _pair(ref, ref)
   apply_fn = lambda variables, x_t, t, *args, **kwargs: x0
   config.objective.flow_mse_floor = 0.0  # plain squared error
-  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config.objective, 4)
+  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config, 4)
   assert float(metrics["flow_loss"]) < 1e-10 and float(metrics["stack_loss"]) < 1e-10
   # The per-example log error is at its minimum, `4e-3 · log(4 · floor)` on the [-1, 1] latents.
   config.objective.flow_mse_floor = 1e-5
-  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config.objective, 4)
+  _, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config, 4)
   np.testing.assert_allclose(float(metrics["flow_loss"]), 4e-3 * np.log(4e-5), rtol=1e-6)
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, PartitionSpec as P
 
-from configs.default import get_config
-from diffcamera_jax.sharding import (batch_spec, bytes_per_device, logical_rules,
+from diffcamera_jax.configs.default import get_config
+from tests._mp_common import bytes_per_device
+from diffcamera_jax.sharding import (batch_spec, logical_rules,
                                      logical_shardings, make_mesh, resolve_mesh_shape,
                                      shard_batch)
 

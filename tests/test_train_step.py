@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._mp_common import random_batch, tiny_config
+from tests._mp_common import random_batch, random_example, refocus_losses, tiny_config
 from diffcamera_jax.models import build_model, camera_features
-from diffcamera_jax.sampling import make_sampler
+from diffcamera_jax.inference.sampler import make_sampler
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-from diffcamera_jax.train_state import create_train_state, make_optimizer, make_schedule
-from diffcamera_jax.train_state import update_ema
-from diffcamera_jax.train_step import _pair, make_train_step, refocus_losses
+from diffcamera_jax.training.state import create_train_state, make_optimizer, make_schedule
+from diffcamera_jax.training.state import update_ema
+from diffcamera_jax.objective.objective import pair as _pair
+from diffcamera_jax.training.step import make_train_step
 
 TRAIN_HW = (32, 32)
 STEPS = 90
@@ -42,7 +43,7 @@ def trained(setup):
   state, state_sharding = create_train_state(config, model, codec, mesh, jax.random.key(0))
   initial = jax.tree.map(lambda x: np.array(x, copy=True), state)
   step = make_train_step(config, model, codec, mesh, state_sharding)
-  batch = shard_batch(random_batch(0, 4, TRAIN_HW), mesh, logical_rules(config))
+  batch = shard_batch(random_example(0, 4, TRAIN_HW), mesh, logical_rules(config))
   first_state, history = state, []
   for _ in range(STEPS):
     state, metrics = step(state, batch, jax.random.key(7))
@@ -107,8 +108,8 @@ def _oracle_losses(batch, codec, config):
       return x0
     return (x_t - x0) / t[:, None, None, None]
 
-  loss, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0),
-                                 config.objective, patch_size=4)
+  loss, metrics = refocus_losses(apply_fn, None, codec, batch, jax.random.key(0), config,
+                                 patch_size=4)
   return loss, metrics, seen
 
 
@@ -132,7 +133,7 @@ def test_missing_batch_keys_are_named(setup):
   batch = random_batch(0, 2, (16, 16))
   del batch["stack_mask"]
   with pytest.raises(KeyError, match="stack_mask"):
-    refocus_losses(model.apply, None, codec, batch, jax.random.key(0), config.objective, 4)
+    refocus_losses(model.apply, None, codec, batch, jax.random.key(0), config, 4)
 
 
 def test_schedule_warmup_then_cosine():

@@ -1,4 +1,4 @@
-"""LPIPS weights for `diffcamera_jax.lpips` from the official PyTorch files (dev-only; needs torch).
+"""LPIPS weights for `diffcamera_jax.evaluation.lpips` from the official PyTorch files (dev-only; needs torch).
 
 Convert (local files only; nothing is downloaded):
 
@@ -10,7 +10,7 @@ Convert (local files only; nothing is downloaded):
 `--backbone` is torchvision's ImageNet state dict of `alexnet` / `vgg16` (only `features.*` is
 kept), `--lin` the `lpips` package's v0.1 linear layers (`lin{l}.model.1.weight`; by default the
 copy inside an installed `lpips` package). The output holds the names documented in
-`diffcamera_jax/lpips.py` and is checked by loading it back.
+`diffcamera_jax/evaluation/lpips.py` and is checked by loading it back.
 
 Test fixtures (`tests/fixtures/lpips/`): the official `lpips` package (0.1.x, `pip install --no-deps
 lpips`) run on small random networks of the AlexNet and VGG16 layouts. torchvision is not needed:
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffcamera_jax import lpips as jlpips  # noqa: E402
+from diffcamera_jax.evaluation import lpips as jlpips  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "lpips")
 # Small conv widths for the fixtures (keeps them well under 1 MB).

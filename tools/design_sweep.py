@@ -57,12 +57,15 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def train_and_score(name: str, overrides: dict, steps: int, num_scenes: int, workers: int,
                     sample_steps=(1, 4)) -> dict:
   import jax
-  from configs import default
-  from data_pipeline import pipeline, simulate as simulate_lib
-  from diffcamera_jax import benchmark, models, sharding, train_state, train_step
-  from diffcamera_jax.config_validation import validate_config
+  from diffcamera_jax.configs import default
+  from data_pipeline import pipeline
+  from diffcamera_jax.objective import example as simulate_lib
+  from diffcamera_jax import models, sharding
+  from diffcamera_jax.evaluation import benchmark
+  from diffcamera_jax.training import state as train_state, step as train_step
+  from diffcamera_jax.configs.validation import validate_config
   from diffcamera_jax.models import sizes
-  from diffcamera_jax.refocuser import Refocuser
+  from diffcamera_jax.inference.refocuser import Refocuser
 
   sizes.SIZES.setdefault("M", sizes.ModelSize(width=256, depth=4, num_heads=4))
   sizes.SIZES.setdefault("S4", sizes.ModelSize(width=128, depth=4, num_heads=2))

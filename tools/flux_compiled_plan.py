@@ -40,12 +40,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import flux_lora  # noqa: E402
-from diffcamera_jax import memory_plan, sharding, train_state, train_step  # noqa: E402
+from diffcamera_jax.configs import flux_lora  # noqa: E402
+from diffcamera_jax import memory_plan, sharding  # noqa: E402
+from diffcamera_jax.training import state as train_state, step as train_step
 from diffcamera_jax.models import CAMERA_FEATURES, example_inputs, lora  # noqa: E402
 from diffcamera_jax.models import flux_diffcamera as fd  # noqa: E402
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, AutoencoderKL, FluxCodec  # noqa: E402
-from diffcamera_jax.sampling import make_sampler  # noqa: E402
+from diffcamera_jax.inference.sampler import make_sampler  # noqa: E402
 
 GIB = 2.0 ** 30
 # slice -> (JAX devices, HBM GiB per device, TPU topology). A v5p chip is one device (its two

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from configs import flux_lora
+from diffcamera_jax.configs import flux_lora
 from diffcamera_jax.models import example_inputs, lora
 from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, FluxCodec

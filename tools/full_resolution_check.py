@@ -54,7 +54,7 @@ def load_scene() -> tuple[np.ndarray, np.ndarray]:
 
 def laplacian(image: np.ndarray) -> np.ndarray:
   """The luma Laplacian `[H, W]` (`metrics.laplacian`, zero on the border)."""
-  from diffcamera_jax import metrics
+  from diffcamera_jax.evaluation import metrics
   return np.pad(np.asarray(metrics.laplacian(image)), 1)
 
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   import jax.numpy as jnp
   from diffcamera_jax import optics
-  from diffcamera_jax.refocuser import Refocuser
+  from diffcamera_jax.inference.refocuser import Refocuser
 
   photo, disparity = load_scene()
   d_f = float(optics.focus_disparity(disparity, jnp.asarray(FOCUS)))

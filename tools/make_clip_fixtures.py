@@ -1,4 +1,4 @@
-"""Test fixtures for `diffcamera_jax.clip_image` (dev-only; needs torch and `transformers`).
+"""Test fixtures for `diffcamera_jax.evaluation.clip_image` (dev-only; needs torch and `transformers`).
 
     python tools/make_clip_fixtures.py
 

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
   p.add_argument("--photos", default=",".join(PHOTOS))
   p.add_argument("--max-side", type=int, default=512)
   args = p.parse_args(argv)
-  from diffcamera_jax.refocuser import Refocuser
+  from diffcamera_jax.inference.refocuser import Refocuser
   names = [n for n in args.photos.split(",") if n]
   unknown = [n for n in names if n not in PHOTOS]
   if unknown:

@@ -1,75 +1,16 @@
 """Models: the in-context DiT (`dit`), its building blocks, the latent codec and named sizes.
 
-`build_model(config)` returns the model and the latent codec the config asks for: the DiT with its
-codec (`model.name="dit"`), or the LoRA-adapted FLUX with the FLUX VAE (`model.name="flux"`).
+`build_model(config)` (`build.py`) returns the model and the latent codec the config asks for: the
+DiT with its codec (`model.name="dit"`), or the LoRA-adapted FLUX with the FLUX VAE
+(`model.name="flux"`).
 """
-import jax
-import jax.numpy as jnp
-import ml_collections
-
+from diffcamera_jax.models.build import build_model, build_restorer
 from diffcamera_jax.models.camera import CAMERA_FEATURES, camera_features
 from diffcamera_jax.models.dit import DiT
+from diffcamera_jax.models.inputs import example_inputs
 from diffcamera_jax.models.latents import LatentCodec, make_codec
 from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.sizes import SIZES, ModelSize, get_size
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def _dtype(name: str, field: str):
-  if name not in _DTYPES:
-    raise ValueError(f"config.model.{field} must be one of {sorted(_DTYPES)}, got {name!r}")
-  return _DTYPES[name]
-
-
-def build_model(config: ml_collections.ConfigDict,
-                codec_rng: jax.Array | None = None) -> tuple[DiT, LatentCodec]:
-  """(model, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised.
-
-  `model.name="dit"`: (DiT, LatentCodec). `model.name="flux"`: (FluxDiffCamera, FluxCodec) from
-  `flux_diffcamera.build_flux_model` (its frozen base comes from `train_state.frozen_base`).
-  """
-  m = config.model
-  if m.name == "flux":
-    from diffcamera_jax.models.flux_diffcamera import build_flux_model  # imports this package
-    return build_flux_model(config, codec_rng)
-  if m.name != "dit":
-    raise ValueError(f"config.model.name must be 'dit' or 'flux', got {m.name!r}")
-  if m.patch_size <= 0:
-    raise ValueError(f"config.model.patch_size must be positive, got {m.patch_size}")
-  codec = make_codec(config, codec_rng)
-  model = DiT(
-      size=get_size(m.size), patch_size=m.patch_size, latent_channels=codec.latent_channels,
-      depth_mode=m.depth_mode, camera_frequencies=m.camera_frequencies, rope_theta=m.rope_theta,
-      mlp_activation=m.mlp_activation, dropout_rate=m.dropout, remat=m.remat,
-      scan_layers=m.scan_layers, attention_chunk=m.attention_chunk,
-      use_prior=config.objective.get("prior", "none") != "none",
-      restorer=build_restorer(config),
-      dtype=_dtype(m.dtype, "dtype"), param_dtype=_dtype(m.param_dtype, "param_dtype"))
-  return model, codec
-
-
-def build_restorer(config: ml_collections.ConfigDict) -> Restorer | None:
-  """The restoration stage for `objective.prior="restore"` (`config.model.restorer`), else None."""
-  if config.objective.get("prior", "none") != "restore":
-    return None
-  r = config.model.restorer
-  return Restorer(widths=tuple(r.widths), depth_widths=tuple(r.get("depth_widths", r.widths)),
-                  radii=tuple(r.radii),
-                  depth_size=int(max(config.data.image_size)),
-                  gamma=float(config.data.gamma), regularization=float(r.regularization),
-                  dtype=_dtype(config.model.dtype, "dtype"),
-                  param_dtype=_dtype(config.model.param_dtype, "param_dtype"))
-
-
-def example_inputs(codec: LatentCodec, image_hw: tuple[int, int], batch_size: int = 1) -> tuple:
-  """Zero inputs of the right shapes for `DiT.init`:
-  (x_t, t, reference, disparity, camera, depth_keep)."""
-  latent = jnp.zeros((batch_size, *codec.latent_shape(tuple(image_hw))), jnp.float32)
-  return (latent, jnp.zeros((batch_size,), jnp.float32), latent,
-          jnp.zeros((batch_size, *image_hw), jnp.float32),
-          jnp.zeros((batch_size, CAMERA_FEATURES), jnp.float32), jnp.ones((batch_size,), bool))
-
-
 __all__ = ["CAMERA_FEATURES", "DiT", "LatentCodec", "ModelSize", "Restorer", "SIZES", "build_model",
-           "camera_features", "example_inputs", "get_size", "make_codec"]
+           "build_restorer", "camera_features", "example_inputs", "get_size", "make_codec"]

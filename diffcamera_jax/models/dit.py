@@ -51,7 +51,7 @@ class DiT(nn.Module):
   x_t, reference: `[B, h, w, C]` latents; t: `[B]` in [0, 1]; disparity: `[B, H, W]` at image
   resolution (an integer multiple of the latent grid) or None; camera: `[B, F]` from
   `camera_features`; depth_keep: `[B]` bool, False replaces the depth by a learned null embedding;
-  prior: `[B, h, w, C]` latent of the physics prior (`diffcamera_jax.prior`), projected and added
+  prior: `[B, h, w, C]` latent of the physics prior (`diffcamera_jax.objective.prior`), projected and added
   to the reference tokens when `use_prior` (None there means the prior is the reference itself).
   """
   size: ModelSize

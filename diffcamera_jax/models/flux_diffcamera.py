@@ -24,7 +24,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
-from diffcamera_jax.models import example_inputs
+from diffcamera_jax.models.inputs import config_dtype, example_inputs
 from diffcamera_jax.models import lora as lora_lib
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, AutoencoderKL, FluxCodec
 from diffcamera_jax.models.camera import CameraEmbedder
@@ -37,7 +37,6 @@ from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 Dtype = Any
 CONDITION_MODULES = ("depth_in", "depth_null", "camera_in")  # trained along with the adapters
 TEXT_PARAMS = ("text_tokens", "text_pooled")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TEXT_LEN = {"dev": 512, "schnell": 256, "tiny": 8}  # T5 tokens when no embeddings file is given
 ATTENTION_CHUNK = 1024  # query block for the full-size variants
 GUIDANCE = 1.0  # FLUX.1-dev's distilled-guidance input while fine-tuning and refocusing
@@ -201,9 +200,7 @@ def build_flux_model(config: ml_collections.ConfigDict,
   f, m = config.flux, config.model
   if f.variant not in FLUX_PRESETS:
     raise ValueError(f"config.flux.variant must be one of {sorted(FLUX_PRESETS)}, got {f.variant!r}")
-  if m.dtype not in _DTYPES or m.param_dtype not in _DTYPES:
-    raise ValueError(f"config.model.dtype / param_dtype must be in {sorted(_DTYPES)}, got "
-                     f"{m.dtype!r} / {m.param_dtype!r}")
+  dtype, param_dtype = config_dtype(m.dtype, "dtype"), config_dtype(m.param_dtype, "param_dtype")
   flux_config = FLUX_PRESETS[f.variant]
   lora = None
   if f.lora_rank:
@@ -214,7 +211,7 @@ def build_flux_model(config: ml_collections.ConfigDict,
                                     flux_config.vec_in_dim)["text_tokens"].shape[0]
   model = FluxDiffCamera(flux_config, lora=lora, text_len=text_len, guidance=GUIDANCE,
                          camera_frequencies=m.camera_frequencies, scan_layers=m.scan_layers,
-                         remat=m.remat, dtype=_DTYPES[m.dtype], param_dtype=_DTYPES[m.param_dtype],
+                         remat=m.remat, dtype=dtype, param_dtype=param_dtype,
                          attention_chunk=ATTENTION_CHUNK if f.variant != "tiny" else 0)
 
   vae = AutoencoderKL(VAE_PRESETS["tiny" if f.variant == "tiny" else "flux"])

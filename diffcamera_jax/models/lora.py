@@ -18,7 +18,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from diffcamera_jax.weights import loader, safetensors_io
 
@@ -111,12 +110,6 @@ def trainable_mask(params: Any, trainable_modules: Iterable[str] = ()) -> Any:
   return jax.tree_util.tree_map_with_path(is_trainable, nn.meta.unbox(params))
 
 
-def masked_optimizer(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
-  """`tx` on the leaves where `mask` is True; zero updates and no state for the rest."""
-  labels = jax.tree_util.tree_map(lambda m: "trainable" if m else "frozen", mask)
-  return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
-
-
 def split_params(params: Any, mask: Any) -> tuple[dict, dict]:
   """(trainable, frozen) nested dicts holding the leaves where `mask` is True / False."""
   flat = _flatten(params)
@@ -146,19 +139,6 @@ def drop_paths(tree: Any, paths: Iterable[tuple[str, ...]]) -> dict:
   """`tree` without the leaves at `paths`."""
   paths = set(paths)
   return _unflatten({k: v for k, v in _flatten(tree).items() if k not in paths})
-
-
-def value_and_grad_trainable(loss_fn: Callable[..., Any], params: Any, mask: Any,
-                             has_aux: bool = False) -> tuple[Any, dict]:
-  """`jax.value_and_grad(loss_fn)` with respect to the trainable leaves only.
-
-  Gradients of the frozen base are never formed (not even as zeros), so a LoRA step costs the
-  activation gradients plus the adapters' weight gradients, not the base's. Returns
-  `(value, grads)` with `grads` the nested dict of the trainable leaves.
-  """
-  trainable, frozen = split_params(params, mask)
-  return jax.value_and_grad(lambda t: loss_fn(merge_params(t, frozen)), has_aux=has_aux)(
-      trainable)
 
 
 def fold_lora(params: Any, config: LoRAConfig) -> Any:

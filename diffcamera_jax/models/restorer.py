@@ -9,7 +9,7 @@ U-Net predicts disparity from the photo alone (the monocular path, used when no 
 given).
 
 Both outputs are supervised directly (all-in-focus image, true disparity) and feed the physics
-prior (`diffcamera_jax.prior`): the classical render of the sharp estimate with the given or the
+prior (`diffcamera_jax.objective.prior`): the classical render of the sharp estimate with the given or the
 estimated depth at the requested camera.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from diffcamera_jax.configs import default
 from data_pipeline import cameras
 from diffcamera_jax import optics
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
+from diffcamera_jax.configs import default
 from data_pipeline import image_depth_folder
 from data_pipeline import pipeline
 from data_pipeline.image_depth_folder import reading

@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import default
+from diffcamera_jax.configs import default
 from data_pipeline import pipeline
 from data_pipeline import procedural
 from data_pipeline import transforms

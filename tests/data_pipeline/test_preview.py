@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
-from data_pipeline import preview
+from diffcamera_jax.configs import default
+from diffcamera_jax.training import preview
 
 
 def _example(batch=2, height=6, width=5):
@@ -53,7 +53,7 @@ def test_write_preview_renders_a_simulated_batch(tmp_path):
 def test_command_line_writes_the_png(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   result = subprocess.run(
-      [sys.executable, "-m", "data_pipeline.preview", f"--out={tmp_path}", "--num_examples=1",
+      [sys.executable, "-m", "diffcamera_jax.training.preview", f"--out={tmp_path}", "--num_examples=1",
        f"--config={root}/configs/default.py:tiny"],
       cwd=root, env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"),
       capture_output=True, text=True, timeout=600)

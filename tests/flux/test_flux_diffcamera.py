@@ -7,11 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import flux_lora
+from tests.flux._lora_training import value_and_grad_trainable
+from diffcamera_jax.configs import flux_lora
 from diffcamera_jax.models import flux, lora
 from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.sharding import make_mesh
-from diffcamera_jax.train_step import refocus_losses
+from diffcamera_jax.objective.example import Example
+from diffcamera_jax.objective.objective import Objective
 from diffcamera_jax.weights import flux_layout, safetensors_io
 
 
@@ -108,13 +110,15 @@ def test_init_loads_the_base_and_text_and_initialises_adapters(tmp_path):
 def _device_batch(b, hw, rng):
   k = iter(jax.random.split(rng, 12))
   image = lambda: jax.random.uniform(next(k), (b, *hw, 3))
-  return {"reference": image(), "target": image(), "target_2": image(), "multifocus": image(),
-          "stack_mask": (jax.random.uniform(next(k), (b, *hw)) > 0.5).astype(jnp.float32),
-          "disparity": jax.random.uniform(next(k), (b, *hw)),
-          "target_focus": jax.random.uniform(next(k), (b, 2)),
-          "target_focus_2": jax.random.uniform(next(k), (b, 2)),
-          "target_blur": jnp.full((b,), 4.0), "aperture_blades": jnp.zeros((b,), jnp.int32),
-          "aperture_rotation": jnp.zeros((b,))}
+  focus = lambda: jax.random.uniform(next(k), (b, 2))
+  return Example(
+      image=image(), reference=image(), target=image(), target_2=image(), multifocus=image(),
+      stack_mask=(jax.random.uniform(next(k), (b, *hw)) > 0.5).astype(jnp.float32),
+      disparity=jax.random.uniform(next(k), (b, *hw)), source_focus=focus(),
+      target_focus=focus(), target_focus_2=focus(), source_blur=jnp.zeros((b,)),
+      target_blur=jnp.full((b,), 4.0), aperture_blades=jnp.zeros((b,), jnp.int32),
+      aperture_rotation=jnp.zeros((b,)), target_focus_disparity=jnp.zeros((b,)),
+      target_focus_disparity_2=jnp.zeros((b,)))
 
 
 @pytest.mark.slow
@@ -129,9 +133,9 @@ def test_lora_training_changes_only_adapters_and_condition_layers():
 
   @jax.jit
   def step(params, opt_state, batch, rng):
-    loss_fn = lambda p: refocus_losses(model.apply, p, codec, batch, rng, config.objective,
-                                       model.patch_size)
-    (loss, _), grads = lora.value_and_grad_trainable(loss_fn, params, mask, has_aux=True)
+    loss_fn = lambda p: Objective.from_config(config).losses(model.apply, p, codec, batch, rng,
+                                                             model.patch_size)
+    (loss, _), grads = value_and_grad_trainable(loss_fn, params, mask, has_aux=True)
     trainable, frozen = lora.split_params(params, mask)
     updates, opt_state = tx.update(grads, opt_state, trainable)
     return lora.merge_params(optax.apply_updates(trainable, updates), frozen), opt_state, loss

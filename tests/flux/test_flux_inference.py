@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from diffcamera_jax import evaluate, refocus
-from diffcamera_jax.refocuser import Refocuser
+from diffcamera_jax.inference.refocuser import Refocuser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "flux")

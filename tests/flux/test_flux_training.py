@@ -11,13 +11,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import flux_lora
-from diffcamera_jax import train_state as ts
+from diffcamera_jax.configs import flux_lora
+from diffcamera_jax.training import state as ts
 from diffcamera_jax.models import build_model, example_inputs, lora
 from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
-from diffcamera_jax.train_step import make_train_step
-from tests._mp_common import random_batch
+from diffcamera_jax.training.step import make_train_step
+from tests._mp_common import random_batch, random_example
 from tests.flux.conftest import train_tiny_flux
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def trained():
   hw = tuple(config.data.image_size)
   history = []
   for i in range(STEPS):
-    batch = shard_batch(random_batch(i, config.data.batch_size, hw), mesh, logical_rules(config))
+    batch = shard_batch(random_example(i, config.data.batch_size, hw), mesh, logical_rules(config))
     state, metrics = step(state, batch, jax.random.key(i))
     history.append(jax.device_get(metrics))
   return dict(config=config, model=model, codec=codec, mesh=mesh, state=state, initial=initial,

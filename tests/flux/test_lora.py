@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.flux._lora_training import masked_optimizer, value_and_grad_trainable
 from diffcamera_jax.models import flux, lora
 
 TARGETS = flux.lora_targets(("attn", "mlp"))
@@ -62,7 +63,7 @@ def test_trained_adapters_fold_into_the_base(models_and_params):
 def test_masked_optimizer_updates_only_trainable_leaves(models_and_params):
   _, _, params = models_and_params
   mask = lora.trainable_mask(params, trainable_modules=("final_layer",))
-  tx = lora.masked_optimizer(optax.adam(1e-2), mask)
+  tx = masked_optimizer(optax.adam(1e-2), mask)
   state = tx.init(params)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, state, params)
@@ -82,7 +83,7 @@ def test_gradients_of_the_trainable_part_equal_the_full_gradient(models_and_para
       lambda p, x: x + 0.01 if p[-1].key == "lora_b" else x, params)
   loss = lambda p: jnp.mean(adapted.apply({"params": p}, *_inputs()) ** 2)
   mask = lora.trainable_mask(params)
-  value, grads = jax.jit(lambda p: lora.value_and_grad_trainable(loss, p, mask))(params)
+  value, grads = jax.jit(lambda p: value_and_grad_trainable(loss, p, mask))(params)
   full_value, full = jax.jit(jax.value_and_grad(loss))(params)
   trainable, _ = lora.split_params(full, mask)
   assert set(lora.flatten_paths(grads)) == set(lora.flatten_paths(trainable))

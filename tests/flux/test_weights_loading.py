@@ -69,7 +69,7 @@ def test_prefixed_original_file_and_target_dtype(tmp_path, fixtures_dir, transfo
 def test_leaves_are_placed_into_the_target_sharding(fixtures_dir):
   script = textwrap.dedent(f"""
     import json, os, jax, numpy as np, flax.linen as nn
-    from configs import default
+    from diffcamera_jax.configs import default
     from diffcamera_jax import weights, sharding
     from diffcamera_jax.models import flux
     F = {os.path.abspath(fixtures_dir)!r}

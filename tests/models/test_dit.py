@@ -9,7 +9,7 @@ import pytest
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.dit import DiT, patchify, unpatchify
 from diffcamera_jax.models.sizes import get_size
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 
 SIZE = get_size("tiny")
 

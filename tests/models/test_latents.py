@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.default import get_config
+from diffcamera_jax.configs.default import get_config
 from diffcamera_jax.models.autoencoder import AutoencoderConfig
 from diffcamera_jax.models.latents import LatentCodec, make_codec, save_params
 from diffcamera_jax.models.latents import vae_config_from_config
@@ -95,7 +95,7 @@ def test_bad_mode_and_shapes():
 
 
 def test_vae_mode_is_the_flux_vae_architecture():
-  from configs import tpu_v4
+  from diffcamera_jax.configs import tpu_v4
   assert vae_config_from_config(tpu_v4.get_config().model.vae) == AutoencoderConfig()
   tiny = vae_config_from_config(_vae_config().model.vae)
   assert tiny.block_out_channels == (8, 16) and tiny.norm_num_groups == 8

@@ -248,7 +248,7 @@ def test_bad_dataset_inputs_are_one_line_with_exit_2(tmp_path):
 
 
 def test_unusable_output_paths_are_one_line_with_exit_2(tmp_path, capsys):
-  from configs import default
+  from diffcamera_jax.configs import default
   from diffcamera_jax import evaluate, refocus
   from diffcamera_jax.cli import UserError
   from diffcamera_jax.export import save_exported
@@ -272,7 +272,7 @@ def test_unusable_output_paths_are_one_line_with_exit_2(tmp_path, capsys):
 def test_a_restored_state_is_verified():
   import jax.numpy as jnp
   from flax import struct
-  from diffcamera_jax.checkpointing import verify_train_state
+  from diffcamera_jax.training.checkpointing import verify_train_state
 
   @struct.dataclass
   class State:

@@ -27,6 +27,8 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 
+from diffcamera_jax.objective.losses import stack_blend
+
 _LUMA = jnp.array([0.2126, 0.7152, 0.0722], jnp.float32)
 
 
@@ -159,26 +161,10 @@ def focus_accuracy(image: jax.Array, reference: jax.Array, disparity: jax.Array,
   return jnp.where(defined, (in_focus > off_focus).astype(jnp.float32), jnp.nan)
 
 
-def stack_blend(out_1: jax.Array, out_2: jax.Array, mask: jax.Array) -> jax.Array:
-  """`mask * out_1 + (1 - mask) * out_2` with mask `[..., H, W]` (1 where plane 1 is nearer)."""
-  out_1, out_2 = jnp.asarray(out_1, jnp.float32), jnp.asarray(out_2, jnp.float32)
-  _check_pair(out_1, out_2, ("out_1", "out_2"))
-  mask = jnp.asarray(mask, jnp.float32)
-  if mask.shape != out_1.shape[:-1]:
-    raise ValueError(f"mask: expected shape {out_1.shape[:-1]}, got {mask.shape}")
-  return mask[..., None] * out_1 + (1.0 - mask[..., None]) * out_2
-
-
 def stacking_consistency(out_1: jax.Array, out_2: jax.Array, mask: jax.Array,
                          multifocus: jax.Array) -> jax.Array:
-  """PSNR (dB) between the mask-blend of two refocused outputs and the multi-focus image."""
-  return psnr(stack_blend(out_1, out_2, mask), multifocus)
-
-
-def stack_mask(disparity: jax.Array, focus_disparity_1: jax.Array,
-               focus_disparity_2: jax.Array) -> jax.Array:
-  """M = 1 where plane 1 is at least as near in disparity as plane 2 (`|D-d1| <= |D-d2|`)."""
-  d = jnp.asarray(disparity, jnp.float32)
-  d1 = jnp.asarray(focus_disparity_1, jnp.float32)[..., None, None]
-  d2 = jnp.asarray(focus_disparity_2, jnp.float32)[..., None, None]
-  return (jnp.abs(d - d1) <= jnp.abs(d - d2)).astype(jnp.float32)
+  """PSNR (dB) between the mask-blend (`losses.stack_blend`; mask `[..., H, W]`, 1 where plane 1
+  is nearer) of two refocused outputs and the multi-focus image."""
+  out_1, out_2 = jnp.asarray(out_1, jnp.float32), jnp.asarray(out_2, jnp.float32)
+  _check_pair(out_1, out_2, ("out_1", "out_2"))
+  return psnr(stack_blend(out_1, out_2, jnp.asarray(mask, jnp.float32)), multifocus)

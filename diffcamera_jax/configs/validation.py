@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from configs import default as default_config
+from diffcamera_jax.configs import default as default_config
 from diffcamera_jax import sharding
 from diffcamera_jax.cli import UserError
 

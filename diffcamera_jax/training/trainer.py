@@ -17,13 +17,15 @@ from clu import asynclib, metric_writers, periodic_actions
 
 from etils import epath
 
-from data_pipeline import pipeline, simulate as simulate_lib
-from diffcamera_jax import checkpointing, models, sharding, train_state, train_step as train_step_lib
-from diffcamera_jax import periodic_eval
+from data_pipeline import pipeline
+from diffcamera_jax.objective import example as simulate_lib
+from diffcamera_jax import models, sharding
+from diffcamera_jax.training import checkpointing, state as train_state, step as train_step_lib
+from diffcamera_jax.evaluation import periodic as periodic_eval
 from diffcamera_jax.cli import ensure_writable_dir
-from diffcamera_jax.config_validation import validate_config
-from diffcamera_jax.preemption import StopRequest
-from diffcamera_jax.watchdog import Watchdog
+from diffcamera_jax.configs.validation import validate_config
+from diffcamera_jax.training.preemption import StopRequest
+from diffcamera_jax.training.watchdog import Watchdog
 
 
 class NonFiniteLossError(RuntimeError):

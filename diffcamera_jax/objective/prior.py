@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from data_pipeline.cameras import blur_pixels
 from diffcamera_jax import optics
 
 PRIORS = ("none", "render", "restore")
@@ -42,7 +43,7 @@ def prior_max_radius(image_hw: tuple[int, int], blur_range_high: float,
                      blur_reference_size: int) -> float:
   """The renderer's static radius bound for the prior at this image size (twice the training
   range, so requests somewhat beyond it are still rendered, not clipped)."""
-  return max(2.0 * float(blur_range_high) * max(image_hw) / float(blur_reference_size), 1.0)
+  return max(2.0 * blur_pixels(blur_range_high, image_hw, blur_reference_size), 1.0)
 
 
 def render_prior(reference_image: jax.Array, disparity: jax.Array | None, camera: jax.Array,

@@ -1,12 +1,9 @@
 """Refocusing inference: Euler integration of the learned velocity from noise to the target latent.
 
-With `config.objective.residual` the flow generates the change `enc(target) - enc(anchor)`, which
-is added back before decoding; the anchor is the reference, or the physics prior
-(`diffcamera_jax.prior`), which the network also sees: with `objective.prior="render"` the classical
-re-render of the reference with the given depth (the reference itself without depth), with
-"restore" the render of the restoration stage's sharp estimate with the given depth or, without
-depth, the stage's own disparity estimate. With `objective.prediction="x0"`
-the network's output is the clean latent and the velocity is `(x_t - x0_hat) / t`.
+The objective (`objective.Objective`) fixes the anchor and the prior the network sees, the
+velocity of its output and the latent to decode; this module runs the loop. Without depth the
+"render" prior is the reference itself and the "restore" prior uses the restoration stage's own
+disparity estimate.
 `make_sampler(model, codec, config)` returns
 `sample(params, reference_image, disparity | None, camera, rng, num_steps) -> images [N, H, W, 3]`.
 One reference image (`[H, W, 3]` or `[1, H, W, 3]`) is broadcast against N cameras, so a whole
@@ -23,9 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffcamera_jax import flow, prior
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.latents import LatentCodec
+from diffcamera_jax.objective import flow
+from diffcamera_jax.objective.objective import Objective
 
 
 def _broadcast(x: jnp.ndarray, n: int, ndim: int, name: str) -> jnp.ndarray:
@@ -41,10 +39,7 @@ def _broadcast(x: jnp.ndarray, n: int, ndim: int, name: str) -> jnp.ndarray:
 def make_sampler(model: DiT, codec: LatentCodec,
                  config: ml_collections.ConfigDict) -> Callable[..., jnp.ndarray]:
   """The jitted refocusing sampler for `model` (see the module docstring)."""
-  objective = config.objective
-  residual = bool(objective.get("residual", False))
-  x0_prediction = objective.get("prediction", "velocity") == "x0"
-  kind = objective.get("prior", "none")
+  objective = Objective.from_config(config)
 
   @jax.jit
   def _sample(params, codec, reference_image, disparity, camera, rng, num_steps):
@@ -60,39 +55,31 @@ def make_sampler(model: DiT, codec: LatentCodec,
     keep = jnp.full((n,), disparity is not None)
     reference = codec.encode(reference_image)
     anchor, extra = reference, {}
-    radius = prior.prior_max_radius(reference_image.shape[1:3], config.data.blur_range[1],
-                                    config.data.blur_reference_size)
-    gamma = float(config.data.gamma)
-    if kind == "restore":  # one restoration per distinct photo, broadcast over the cameras
+    if objective.prior == "restore":  # one restoration per distinct photo, broadcast over cameras
       m = 1 if single else n
       sharp, disparity_hat, _ = model.apply(
           {"params": params}, reference_image[:m], None if disparity is None else disparity[:m],
           keep[:m], method="restore")
       sharp, disparity_hat = (jnp.broadcast_to(x, (n,) + x.shape[1:])
                               for x in (sharp, disparity_hat))
-      extra["prior"] = anchor = codec.encode(prior.restored_prior(
-          sharp, disparity, disparity_hat, camera, keep, gamma=gamma, max_radius=radius))
-    elif kind == "render" and disparity is not None:  # without depth the prior is the reference
-      extra["prior"] = anchor = codec.encode(prior.render_prior(
-          reference_image, disparity, camera, keep, gamma=gamma, max_radius=radius))
-    grid = (reference.shape[1] // model.patch_size) * (reference.shape[2] // model.patch_size)
-    mu = flow.resolution_shift(grid, objective.shift_base, objective.shift_max)
+      extra["prior"] = anchor = codec.encode(
+          objective.prior_image(sharp, disparity, camera, keep, disparity_hat))
+    elif objective.prior == "render" and disparity is not None:  # else the reference itself
+      extra["prior"] = anchor = codec.encode(
+          objective.prior_image(reference_image, disparity, camera, keep))
+    mu = objective.timestep_shift(reference.shape[1:3], model.patch_size)
 
     def velocity(x, t):
       out = model.apply({"params": params}, x, t, reference, disparity, camera, keep,
                         train=False, **extra)
-      if x0_prediction:  # the network predicts x0; the Euler grid never evaluates t = 0
-        return (x - out) / t[:, None, None, None]
-      return out
+      return objective.velocity(x, t, out)
 
     if rng.ndim == 1:  # one key per camera: a frame's noise does not depend on its batch
       noise = jax.vmap(lambda k: jax.random.normal(k, reference.shape[1:], jnp.float32))(rng)
     else:
       noise = jax.random.normal(rng, reference.shape, jnp.float32)
     x0 = flow.euler_sample(velocity, noise, num_steps, mu)
-    if residual:  # the flow generated enc(target) - anchor
-      x0 = x0 + anchor
-    return codec.decode(x0)
+    return codec.decode(objective.final_latent(x0, anchor))
 
   def arguments(params, reference_image, disparity, camera, rng, num_steps) -> tuple:
     """The jitted program's arguments (abstract `jax.ShapeDtypeStruct`s pass through)."""

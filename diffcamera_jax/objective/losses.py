@@ -34,20 +34,26 @@ def log_error(per_example_mse: jnp.ndarray, mse_floor: float, typical_mse: float
 
 
 def pool_mask(mask: jnp.ndarray, latent_hw: tuple[int, int]) -> jnp.ndarray:
-  """Average-pools an image-resolution mask `[B, H, W]` to the latent grid: `[B, h, w, 1]`."""
+  """Average-pools an image-resolution mask `[B, H, W]` to the latent grid: `[B, h, w]`."""
   b, hh, ww = mask.shape
   h, w = latent_hw
   if hh % h or ww % w or hh // h != ww // w:
     raise ValueError(f"pool_mask: mask size {hh}x{ww} is not an integer multiple of the latent "
                      f"grid {h}x{w}")
   f = hh // h
-  return mask.astype(jnp.float32).reshape(b, h, f, w, f).mean(axis=(2, 4))[..., None]
+  return mask.astype(jnp.float32).reshape(b, h, f, w, f).mean(axis=(2, 4))
 
 
-def stack_blend(x0_first: jnp.ndarray, x0_second: jnp.ndarray,
-                latent_mask: jnp.ndarray) -> jnp.ndarray:
-  """`M_l * x0_first + (1 - M_l) * x0_second`: the multi-focus image the two estimates imply."""
-  return latent_mask * x0_first + (1.0 - latent_mask) * x0_second
+def stack_blend(first: jnp.ndarray, second: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  """`M * first + (1 - M) * second`: the multi-focus image two estimates `[..., H, W, C]` imply,
+  `mask` `[..., H, W]` being 1 where the first one's focal plane is the nearer (images or
+  latents; the one definition of the blend in training and evaluation)."""
+  if first.shape != second.shape:
+    raise ValueError(f"stack_blend: first {first.shape} and second {second.shape} differ in shape")
+  if mask.shape != first.shape[:-1]:
+    raise ValueError(f"stack_blend: mask must have shape {first.shape[:-1]}, got {mask.shape}")
+  m = mask[..., None]
+  return m * first + (1.0 - m) * second
 
 
 def stacking_loss(x0_first: jnp.ndarray, x0_second: jnp.ndarray, mask: jnp.ndarray,

@@ -30,7 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import procedural
-from diffcamera_jax import imageio, metrics, optics
+from data_pipeline.cameras import blur_pixels
+from diffcamera_jax import imageio, optics
+from diffcamera_jax.objective.example import stack_mask
+from diffcamera_jax.evaluation import metrics
 
 TASKS = ("bokeh", "deblur", "refocus")
 PSNR_CAP = 100.0  # dB; exact reproductions (infinite PSNR) count as this when averaging
@@ -66,7 +69,7 @@ class BenchmarkSpec:
 
   def pixels(self, value: float, height: int, width: int) -> float:
     """A blur given at `reference_size` in pixels at an image of this size."""
-    return float(value) * max(height, width) / self.reference_size
+    return blur_pixels(value, (height, width), self.reference_size)
 
   def sweep(self, height: int, width: int) -> np.ndarray:
     """Blur levels `[sweep_levels]` of the LVCorr sweep, in pixels at this size."""
@@ -233,7 +236,7 @@ def ground_truth(scenes: list[Scene], indices: Iterable[int], spec: BenchmarkSpe
   render = lambda d_f: np.asarray(_render(image, disparity, d_f, cams.blur, gamma=spec.gamma))
   multifocus = _render_multifocus(image, disparity, cams.disparity_a, cams.disparity_b, cams.blur,
                                   gamma=spec.gamma)
-  mask = metrics.stack_mask(disparity, cams.disparity_a, cams.disparity_b)
+  mask = stack_mask(disparity, cams.disparity_a, cams.disparity_b)
   return GroundTruth(image, disparity, cams, render(cams.disparity_a), render(cams.disparity_b),
                      np.asarray(multifocus), np.asarray(mask))
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from diffcamera_jax.configs import default
 from data_pipeline import procedural
-from data_pipeline import simulate as simulate_lib
+from diffcamera_jax.objective import example as simulate_lib
 from diffcamera_jax import optics
 
 SIZE = 24
@@ -36,7 +36,9 @@ def _batch():
 
 @functools.lru_cache(maxsize=None)
 def _simulator(gamma):
-  return jax.jit(functools.partial(simulate_lib.simulate, gamma=gamma, max_radius=MAX_RADIUS))
+  """The device stage at `gamma`, its `Example` returned as a dict of fields."""
+  fn = jax.jit(functools.partial(simulate_lib.simulate, gamma=gamma, max_radius=MAX_RADIUS))
+  return lambda *args: fn(*args).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +143,19 @@ def test_missing_keys_are_named(batch):
 
 _SHARDED = textwrap.dedent("""
     import functools, jax, numpy as np
-    from configs import default
-    from data_pipeline import pipeline, simulate
-    from tests.data_pipeline.test_simulate import _batch, MAX_RADIUS, SIZE
+    from diffcamera_jax.configs import default
+    from data_pipeline import pipeline
+    from diffcamera_jax.objective import example as simulate
+    from tests.test_example import _batch, MAX_RADIUS, SIZE
     mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2, 1), ("data", "fsdp", "tensor"))
     host = _batch()
     sim = jax.jit(functools.partial(simulate.simulate, max_radius=MAX_RADIUS))
-    out = sim(pipeline.to_global_batch(host, mesh))
-    single = sim(jax.device_put(host, jax.devices()[0]))
+    out = sim(pipeline.to_global_batch(host, mesh)).to_dict()
+    single = sim(jax.device_put(host, jax.devices()[0])).to_dict()
     config = default.get_config("tiny")
     config.data.image_size, config.data.blur_reference_size = (SIZE, SIZE), SIZE
     config.data.blur_range = (0.0, MAX_RADIUS)  # so max_blur_radius(config) == MAX_RADIUS
-    from_config = simulate.make_simulate_fn(config, mesh)(host, None)  # host (numpy) input
+    from_config = simulate.make_simulate_fn(config, mesh)(host, None).to_dict()  # numpy input
     for key, value in from_config.items():
       assert value.sharding.spec[0] == ("data", "fsdp"), (key, value.sharding)
       np.testing.assert_allclose(np.asarray(value), np.asarray(out[key]), atol=2e-3)
@@ -165,7 +168,7 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_sharded_batches_give_sharded_outputs_equal_to_one_device():
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=root)
   result = subprocess.run([sys.executable, "-c", _SHARDED], cwd=root, env=env,

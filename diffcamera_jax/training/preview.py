@@ -1,4 +1,4 @@
-"""A picture of what the model learns from: `python -m data_pipeline.preview --out DIR`.
+"""A picture of what the model learns from: `python -m diffcamera_jax.training.preview --out DIR`.
 
 Writes `DIR/preview.png`: one row per example, columns all-in-focus image, disparity, reference,
 target, second target, stacking mask and multi-focus image. Crosses mark the focus points (the
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from data_pipeline import pipeline
-from data_pipeline import simulate as simulate_lib
+from diffcamera_jax.objective import example as simulate_lib
 
 COLUMNS = (("image", "all-in-focus"), ("disparity", "disparity"), ("reference", "reference"),
            ("target", "target"), ("target_2", "target 2"), ("stack_mask", "mask"),
@@ -67,7 +67,7 @@ def write_preview(config: Any, out_dir: str, num_examples: int = 4, scale: int =
   host = next(pipeline.make_train_iterator(config, process_index=0, process_count=1))
   render = jax.jit(functools.partial(simulate_lib.simulate, gamma=float(config.data.gamma),
                                      max_radius=simulate_lib.max_blur_radius(config.data)))
-  example = jax.tree.map(np.asarray, render(host))
+  example = jax.tree.map(np.asarray, render(host)).to_dict()
   scale = scale or max(1, 128 // max(config.data.image_size))
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "preview.png")
@@ -93,7 +93,7 @@ def main(argv) -> None:
     raise app.UsageError("--out is required")
   config = _CONFIG.value
   if config is None:
-    from configs import default  # pylint: disable=g-import-not-at-top
+    from diffcamera_jax.configs import default  # pylint: disable=g-import-not-at-top
     config = default.get_config()
   print(write_preview(config, _OUT.value, _NUM.value, _SCALE.value))
 

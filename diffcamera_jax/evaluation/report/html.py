@@ -5,7 +5,7 @@ import html
 import math
 from typing import Any, Mapping
 
-from diffcamera_jax.report.svg import bar_chart, line_chart
+from diffcamera_jax.evaluation.report.svg import bar_chart, line_chart
 
 # (summary key, column title, better direction) in table order.
 COLUMNS = (

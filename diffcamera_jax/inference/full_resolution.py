@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcamera_jax import metrics, optics
+from diffcamera_jax import optics
+from diffcamera_jax.evaluation import metrics
 from diffcamera_jax.optics import layers as layers_lib
 
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}

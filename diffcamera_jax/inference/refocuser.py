@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffcamera_jax import full_resolution as fullres
+from diffcamera_jax.inference import full_resolution as fullres
 from diffcamera_jax import optics
 from diffcamera_jax.models import CAMERA_FEATURES, build_model, camera_features
-from diffcamera_jax.sampling import make_sampler
+from diffcamera_jax.inference.sampler import make_sampler
 
 _SCORE_SHARE = 8  # attention scores may take 1/_SCORE_SHARE of the budget
 
@@ -129,7 +129,7 @@ def _flux_with_base(config: ml_collections.ConfigDict, model, codec, trained: An
   frozen base streamed from `config.flux.transformer_weights` into the mesh of this host's
   devices (the "tiny" variant without weights: its seeded random base, as in training). With
   `fold`, the adapters are folded into the base kernels and the model runs without them."""
-  from diffcamera_jax import train_state
+  from diffcamera_jax.training import state as train_state
   from diffcamera_jax.cli import one_line
   from diffcamera_jax.models import lora
   from diffcamera_jax.sharding import make_mesh

@@ -1,0 +1,1 @@
+"""Evaluation: the benchmark engine, metrics, perceptual scores, periodic validation and reports."""

@@ -1,0 +1,1 @@
+"""Inference: the sampler, the `Refocuser` API and full-resolution composition."""

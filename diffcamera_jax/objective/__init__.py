@@ -1,0 +1,1 @@
+"""The contract between data and model: the device example, the flow, the prior and the losses."""

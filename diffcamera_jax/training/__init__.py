@@ -1,0 +1,1 @@
+"""Training: the trainer loop, the jitted step, its sharded state, checkpoints and fault handling."""
