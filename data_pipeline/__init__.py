@@ -1,6 +1,8 @@
-"""Training data: procedural scenes, the `image_depth_folder` TFDS builder, the Grain host
-pipeline (crops, camera sampling, batching, checkpointable iterators) and the on-device stage that
-renders reference, targets, stacking mask and multi-focus images with `diffcamera_jax.optics`.
+"""Training data on the host (numpy, Grain, TFDS): procedural scenes, the `image_depth_folder`
+TFDS builder and the Grain pipeline (crops, camera sampling, batching, checkpointable iterators).
+The device stage that renders the training example is the library's
+(`diffcamera_jax.objective.example`); nothing here imports the library, except the dataset
+command's entry point (`python -m data_pipeline.image_depth_folder`).
 
 Submodules are imported explicitly (`from data_pipeline import procedural`) so that Grain worker
 processes, which only need numpy, never import JAX or TensorFlow by accident.

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                  " a plain regression network scored beside the model")
   p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
   p.add_argument("--scene-seed", type=int, default=None,
-                 help="procedural scene seed (default: the benchmark's, 10000; 20000 gives the "
-                      "validation scenes, config.eval.procedural_seed, for design choices)")
+                 help="procedural scene seed (default: the benchmark's; a config's "
+                      "eval.procedural_seed gives its validation scenes, for design choices)")
   p.add_argument("--size", type=_size, default=None,
                  help="HxW of the scenes (default: the model's training size, else 64x64)")
   p.add_argument("--no-depth", action="store_true", help="run the models without depth")

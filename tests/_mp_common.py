@@ -23,7 +23,7 @@ def tiny_config(batch_size: int = 8, image_size=(16, 16)):
 
 
 def random_batch(seed: int, batch_size: int, image_size=(16, 16)) -> dict:
-  """A device example (docs/architecture.md) of random values with the right shapes and ranges.
+  """A device example (`objective.Example` fields, as a dict) of random values with the right shapes and ranges.
 
   The multi-focus image is the exact mask blend of the two targets, as for an ideal renderer.
   """

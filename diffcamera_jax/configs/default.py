@@ -110,7 +110,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # disparity and blur map estimates (absolute errors) at these relative weights.
   config.objective.restore_weight = 1.0
   # > 0: the sharp-image term is the per-example log error (mean PSNR, as evaluated) with this
-  # floor on each example's MSE; 0: plain squared error (train_step.restoration_losses).
+  # floor on each example's MSE; 0: plain squared error (objective.restoration_losses).
   config.objective.restore_mse_floor = 1e-5
   config.objective.depth_weight = 1.0
   config.objective.blur_map_weight = 0.1

@@ -12,6 +12,7 @@ import ml_collections
 
 from diffcamera_jax.configs import default as default_config
 from diffcamera_jax import sharding
+from diffcamera_jax.models.inputs import DTYPES
 from diffcamera_jax.cli import UserError
 
 _MESH_AXES = ("data", "fsdp", "tensor")
@@ -72,8 +73,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if model.remat not in ("none", "full", "dots"):
     raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
   for field in ("dtype", "param_dtype"):
-    if model[field] not in ("float32", "bfloat16", "float16"):
-      raise ConfigError(f"config.model.{field}={model[field]!r}: expected float32, bfloat16 or float16")
+    if model[field] not in DTYPES:
+      raise ConfigError(f"config.model.{field}={model[field]!r}: expected one of {sorted(DTYPES)}")
 
   low, high = data.blur_range
   if not 0 <= low <= high:

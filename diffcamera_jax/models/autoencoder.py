@@ -8,7 +8,7 @@ so loading diffusers weights is a rename and a transpose. The VAE is frozen and 
 parameters): its parameters carry no logical axis names and are replicated.
 
 Latents for the transformer are `(mean - shift_factor) · scaling_factor` (FLUX's convention);
-images at the interface are in [0, 1] (DESIGN) and mapped to [-1, 1] inside.
+images at the interface are in [0, 1] (docs/design.md) and mapped to [-1, 1] inside.
 """
 import dataclasses
 from collections.abc import Mapping

@@ -15,7 +15,7 @@ def build_model(config: ml_collections.ConfigDict,
   """(model, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised.
 
   `model.name="dit"`: (DiT, LatentCodec). `model.name="flux"`: (FluxDiffCamera, FluxCodec) from
-  `flux_diffcamera.build_flux_model` (its frozen base comes from `train_state.frozen_base`).
+  `flux_diffcamera.build_flux_model` (its frozen base comes from `training.state.frozen_base`).
   """
   m = config.model
   if m.name == "flux":

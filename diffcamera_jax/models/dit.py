@@ -1,4 +1,4 @@
-"""The in-context diffusion transformer (DiT) that predicts the refocusing velocity.
+"""The in-context diffusion transformer (DiT) that denoises the refocused target latent.
 
 One token sequence per example: `[camera | depth | reference | noisy target]` (or, with
 `depth_mode="fold"`, the depth projection added to the reference tokens:
@@ -45,8 +45,8 @@ def unpatchify(tokens: jnp.ndarray, grid_hw: tuple[int, int], patch: int) -> jnp
 class DiT(nn.Module):
   """`apply(x_t, t, reference, disparity, camera, depth_keep, train, prior) -> output` on latents.
 
-  The output is the clean-latent estimate x0_hat or the velocity v_hat, as the objective reads it
-  (`config.objective.prediction`).
+  The output is the clean-latent estimate x0_hat (`config.objective.prediction="x0"`, the
+  default) or the velocity v_hat ("velocity"); `objective.Objective.velocity` reads it.
 
   x_t, reference: `[B, h, w, C]` latents; t: `[B]` in [0, 1]; disparity: `[B, H, W]` at image
   resolution (an integer multiple of the latent grid) or None; camera: `[B, F]` from

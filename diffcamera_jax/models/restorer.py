@@ -127,7 +127,7 @@ class Restorer(nn.Module):
   from pixel-scale appearance, so the bank means the same at every resolution. `depth_size`: the
   longer side at which disparity is estimated (the training size): a larger photo is estimated
   from a copy resized to it, so the network sees the whole scene's layout as it did in training,
-  and the estimate is resized back. `sharp` is `[B, H, W, 3]` on the [0, 1] scale (the softmax
+  and the estimate is resized back. `sharp` is `[B, H, W, 3]` on the [0, 1] scale (the
   photo plus per-pixel weighted corrections towards each deconvolution and a residual; it starts
   as the photo itself), `disparity_hat` `[B, H, W]` in [0, 1], `blur_hat` `[B, H, W]` the estimated
   CoC radius of each pixel of the photo (pixels).

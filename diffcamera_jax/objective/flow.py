@@ -1,7 +1,8 @@
 """Rectified flow: timesteps, interpolation, velocity target and the Euler sampler.
 
-Convention (docs/model.md, "Objective"): `x_t = (1 - t) x0 + t eps`, so t = 0 is data and t = 1
-is noise; the model predicts the velocity `v = eps - x0`, and `x0_hat = x_t - t v_hat`. Timesteps
+Convention (docs/design.md, "Objective"): `x_t = (1 - t) x0 + t eps`, so t = 0 is data and t = 1
+is noise; the velocity is `v = eps - x0` and `x0_hat = x_t - t v_hat` (a network predicting x0
+instead gives `v_hat = (x_t - x0_hat) / t`, `objective.Objective.velocity`). Timesteps
 are logit-normal and shifted towards noise for larger images, as in SD3/FLUX:
 `t' = e^mu / (e^mu + 1/t - 1)` with `mu` linear in the number of target tokens (`shift_base` at
 256 tokens, `shift_max` at 4096).

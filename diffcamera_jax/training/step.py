@@ -29,7 +29,7 @@ class TrainStep:
   Pass a fresh `rng` every step (e.g. `jax.random.fold_in(key, step)`). `lower(...)` exposes the
   compiled program for cost and memory analysis.
 
-  With a frozen base (FLUX + LoRA, `train_state.frozen_base`), `state.params` is the trainable
+  With a frozen base (FLUX + LoRA, `training.state.frozen_base`), `state.params` is the trainable
   part only: the loss sees `merge(state.params, frozen)`, gradients (and `grad_norm`) are formed
   for the trainable part only, and `frozen` enters the jitted step as its own argument in its own
   shardings, never donated.
