@@ -9,7 +9,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("diffcamera_jax", "data_pipeline")
 # Command-line entry points that nothing imports: they may use the library.
-ENTRY_POINTS = {"data_pipeline.image_depth_folder.__main__"}
+ENTRY_POINTS = {"data_pipeline.image_depth_folder.__main__", "data_pipeline.preview"}
 
 
 def _modules() -> dict[str, str]:

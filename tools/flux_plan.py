@@ -19,6 +19,7 @@ from diffcamera_jax.configs import flux_lora
 from diffcamera_jax.models import example_inputs, lora
 from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, FluxCodec
+from diffcamera_jax.models.inputs import DTYPES
 from diffcamera_jax.sharding import logical_rules, logical_shardings, make_mesh
 
 GIB = 2.0 ** 30
@@ -47,7 +48,7 @@ def plan(variant: str, hbm_gib: float, peak_tflops: float, mfu: float) -> dict:
       lora=lora.LoRAConfig(config.flux.lora_rank, config.flux.lora_alpha,
                            fd.lora_targets(config.flux.lora_targets)),
       text_len=fd.TEXT_LEN[config.flux.variant], scan_layers=True, remat=config.model.remat,
-      param_dtype=fd._DTYPES[config.model.param_dtype], dtype=fd._DTYPES[config.model.dtype],
+      param_dtype=DTYPES[config.model.param_dtype], dtype=DTYPES[config.model.dtype],
       attention_chunk=fd.ATTENTION_CHUNK)
   rules = logical_rules(config)
   inputs = example_inputs(codec, tuple(config.data.image_size))

@@ -50,10 +50,11 @@ def test_write_preview_renders_a_simulated_batch(tmp_path):
     assert png.size == (len(preview.COLUMNS) * w * 2, preview._HEADER + 2 * h * 2)
 
 
-def test_command_line_writes_the_png(tmp_path):
+@pytest.mark.parametrize("program", ["diffcamera_jax.training.preview", "data_pipeline.preview"])
+def test_command_line_writes_the_png(tmp_path, program):
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   result = subprocess.run(
-      [sys.executable, "-m", "diffcamera_jax.training.preview", f"--out={tmp_path}", "--num_examples=1",
+      [sys.executable, "-m", program, f"--out={tmp_path}", "--num_examples=1",
        f"--config={root}/configs/default.py:tiny"],
       cwd=root, env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"),
       capture_output=True, text=True, timeout=600)
