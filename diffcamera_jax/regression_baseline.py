@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from diffcamera_jax.objective.example import max_blur_radius
+from diffcamera_jax.objective.example import Example, make_simulate_fn, max_blur_radius
 from diffcamera_jax import optics
 from diffcamera_jax.cli import EXIT_BAD_INPUT
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
@@ -79,7 +79,7 @@ def build(config: ml_collections.ConfigDict) -> RegressionNet:
   return RegressionNet(widths=widths, blur_top=max_blur_radius(config.data))
 
 
-def pair_loss(net: RegressionNet, params: Any, example: dict, keep: jnp.ndarray) -> jnp.ndarray:
+def pair_loss(net: RegressionNet, params: Any, example: Example, keep: jnp.ndarray) -> jnp.ndarray:
   """Mean squared error to both targets of each example (focus f_t1 and f_t2, blur K_t)."""
   loss = 0.0
   for focus_key, target_key in (("target_focus", "target"), ("target_focus_2", "target_2")):
@@ -93,13 +93,12 @@ def train(config: ml_collections.ConfigDict, steps: int | None = None,
           minutes: float | None = None, log: Callable[[str], None] = print) -> tuple[Any, dict]:
   """Trains on `config`'s data for `steps` or until `minutes` pass; returns (params, record)."""
   from data_pipeline import pipeline
-  from diffcamera_jax.objective import example as simulate_lib
   from diffcamera_jax import sharding
   from diffcamera_jax.training import state as train_state
   net = build(config)
   mesh = sharding.make_mesh(config)
   data_iter = pipeline.make_train_iterator(config)
-  simulate = simulate_lib.make_simulate_fn(config, mesh)
+  simulate = make_simulate_fn(config, mesh)
   h, w = config.data.image_size
   rng = jax.random.key(config.seed)
   zeros = jnp.zeros((1, h, w, 3))

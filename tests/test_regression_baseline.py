@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from diffcamera_jax.objective.example import Example
 from diffcamera_jax import regression_baseline as rb
 from tests._mp_common import random_batch
 
@@ -39,7 +40,8 @@ def test_starts_as_the_reference_and_fits_one_batch():
   np.testing.assert_allclose(out, batch["reference"], atol=1e-6)
   tx = optax.adam(3e-3)
   opt = tx.init(params)
-  loss_fn = jax.jit(jax.value_and_grad(lambda p: rb.pair_loss(net, p, batch, keep)))
+  example = Example.from_dict(batch)
+  loss_fn = jax.jit(jax.value_and_grad(lambda p: rb.pair_loss(net, p, example, keep)))
   first = None
   for _ in range(80):
     loss, grads = loss_fn(params)

@@ -34,10 +34,11 @@ def test_end_to_end_events_samples_checkpoints_and_export(tmp_path, trainer):
   assert trainer.steps(workdir) == [2, 4]
   assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
   assert sorted(p.name for p in (workdir / "samples").iterdir()) == [
-      "step_0000004_blur_sweep.png", "step_0000004_focus_sweep.png"]
+      f"step_0000004_{name}.png" for name in ("blur_sweep", "bokeh", "deblur", "refocus")]
   config = json.loads((workdir / "config.json").read_text())
   assert config["train"]["num_steps"] == 4
-  assert "eval/psnr=" in result.stderr and "loss=" in result.stderr
+  assert "eval/psnr=" in result.stderr and "eval/deblur_gain=" in result.stderr
+  assert "loss=" in result.stderr
 
   # Export, then load what the refocus CLI and notebooks load.
   from diffcamera_jax.export import main as export_main
