@@ -4,8 +4,8 @@
       [--out=benchmarks/results/train_step_cpu.json]
 
 MFU is measured against a roofline taken in the same run: the throughput of a jitted 2048x2048
-f32 matmul, timed between the steps so both see the same load. It also prints the analytic FLOPs per step of `configs/tpu_v4.py` and the
-step time they imply on TPU v4 chips (275 bf16 TFLOP/s each).
+f32 matmul, timed between the steps so both see the same load. It also prints the analytic FLOPs
+per step of `configs/tpu_v4.py` and the step time they imply on TPU v4 chips (275 bf16 TFLOP/s each).
 """
 import argparse
 import json
@@ -39,8 +39,9 @@ TPU_V4_BF16_FLOPS = 275e12
 def synthetic_batch(batch_size: int, hw: tuple[int, int], seed: int = 0) -> Example:
   """A device example of the right shapes (the step's cost does not depend on the values)."""
   rs = np.random.RandomState(seed)
+  shapes = Example.shapes(batch_size, hw)
   values = {k: rs.uniform(0, 1, shape).astype(np.float32) if dtype == jnp.float32
-            else np.zeros(shape, np.int32) for k, (shape, dtype) in Example.shapes(batch_size, hw).items()}
+            else np.zeros(shape, np.int32) for k, (shape, dtype) in shapes.items()}
   values["stack_mask"] = (values["stack_mask"] > 0.5).astype(np.float32)
   return Example(**values)
 

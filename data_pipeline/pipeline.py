@@ -17,11 +17,9 @@ import grain
 import jax
 import numpy as np
 
+from data_pipeline import HOST_BATCH_KEYS
 from data_pipeline import cameras
 from data_pipeline import transforms
-
-HOST_BATCH_KEYS = ("image", "disparity", "source_focus", "source_blur", "target_focus",
-                   "target_focus_2", "target_blur", "aperture_blades", "aperture_rotation")
 # Threads that read and transform elements in each process (the main one, or each worker).
 READ_THREADS = 4
 

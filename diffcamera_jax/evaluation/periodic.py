@@ -43,7 +43,7 @@ def validation_scenes(config: ml_collections.ConfigDict) -> list[benchmark.Scene
 
 
 class HeldOutEvaluator:
-  """Holds the validation scenes, the input's scores and a jitted sampler; `run` evaluates params."""
+  """The validation scenes, the input's scores and a jitted sampler; `run` evaluates params."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, codec: Any, mesh: Any,
                workdir: str) -> None:

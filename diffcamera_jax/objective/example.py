@@ -2,8 +2,9 @@
 mask and multi-focus image.
 
 `Example` is the typed contract between data and model: the train step, the memory plan and the
-benchmarks read its fields and shapes from here. `simulate` makes one from a host batch. Pure JAX on the accelerator (never in Grain workers). `simulate` is jit-able; given a batch sharded
-over the batch dimension (`pipeline.to_global_batch`), every op is per example, so XLA keeps the
+benchmarks read its fields and shapes from here. `simulate` makes one from a host batch: pure JAX
+on the accelerator (never in Grain workers), jit-able; given a batch sharded over the batch
+dimension (`pipeline.to_global_batch`), every op is per example, so XLA keeps the
 work and the outputs sharded the same way. The three single-focus renders (reference, target,
 second target) run as one `optics.render` call over a 3B batch.
 """
@@ -17,12 +18,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from data_pipeline import HOST_BATCH_KEYS
 from data_pipeline.cameras import blur_pixels
 from diffcamera_jax import optics
 from diffcamera_jax.optics.render import DEFAULT_MAX_RADIUS
 
-HOST_KEYS = ("image", "disparity", "source_focus", "source_blur", "target_focus", "target_focus_2",
-             "target_blur", "aperture_blades", "aperture_rotation")
 
 # Field -> (per-example shape, dtype); "image" is (H, W, 3), "map" is (H, W).
 _FIELDS = {
@@ -42,8 +42,8 @@ _FIELDS = {
 class Example:
   """One device batch of training examples, leading dim B (a pytree: jit, shard, tree.map).
 
-  The host keys (`HOST_KEYS`: all-in-focus `image` [B, H, W, 3] in [0, 1], `disparity` [B, H, W]
-  in [0, 1] with 1 = near, the source camera `source_focus` [B, 2] (x, y in [0, 1]) and
+  The host keys (`HOST_BATCH_KEYS`: all-in-focus `image` [B, H, W, 3] in [0, 1], `disparity`
+  [B, H, W] in [0, 1] with 1 = near, the source camera `source_focus` [B, 2] (x, y in [0, 1]) and
   `source_blur` [B] (CoC radius, pixels at this size), the stacking pair's `target_focus`,
   `target_focus_2` [B, 2] and shared `target_blur` [B], the aperture `aperture_blades` [B] int
   (0 = disk) and `aperture_rotation` [B]), and the rendered ones: `reference`, `target`,
@@ -110,7 +110,7 @@ def simulate(batch: dict[str, jax.Array], rng: jax.Array | None = None, *, gamma
   """Renders one training example per batch entry (`Example`).
 
   Args:
-    batch: a host batch (HOST_KEYS), numpy or (sharded) jax arrays, leading dim B.
+    batch: a host batch (HOST_BATCH_KEYS), numpy or (sharded) jax arrays, leading dim B.
     rng: optional key for augmentation: each example is mirrored left-right with probability 1/2
       (image, disparity, focus x -> 1 - x, aperture rotation -> pi - rotation) before rendering, and
       the returned host keys are the mirrored ones. None: no augmentation, host keys unchanged.
@@ -120,10 +120,10 @@ def simulate(batch: dict[str, jax.Array], rng: jax.Array | None = None, *, gamma
   Returns:
     The `Example`: the host keys plus the rendered reference, targets, mask and multi-focus image.
   """
-  missing = [k for k in HOST_KEYS if k not in batch]
+  missing = [k for k in HOST_BATCH_KEYS if k not in batch]
   if missing:
-    raise KeyError(f"batch is missing keys {missing}; expected {HOST_KEYS}")
-  out = {k: jnp.asarray(batch[k]) for k in HOST_KEYS}
+    raise KeyError(f"batch is missing keys {missing}; expected {HOST_BATCH_KEYS}")
+  out = {k: jnp.asarray(batch[k]) for k in HOST_BATCH_KEYS}
   if rng is not None:
     out = mirror(out, jax.random.bernoulli(rng, 0.5, out["source_blur"].shape))
   image, disparity = out["image"], out["disparity"]
