@@ -1,13 +1,16 @@
 """`pip install .` gives working programs: run from another folder, with only the installed copy.
 
-The repository is copied and installed into a fresh folder (no network, no dependencies: those
-come from the running environment), then every program runs with that folder as PYTHONPATH from
-an empty working directory, so nothing resolves through the source tree: a module left out of the
-package, or an import of something outside it (such as a top-level `configs`), fails here.
+The repository is copied and `pip install`ed into a fresh virtual environment (no network: its
+dependencies are the running environment's packages, made visible through a `.pth` file, which
+leaves out this checkout's editable install), then every program runs with that environment's
+Python from an empty working directory, so nothing resolves through the source tree: a module
+left out of the package, or an import of something outside it (such as a top-level `configs`),
+fails here.
 """
 import os
 import pathlib
 import shutil
+import site as site_lib
 import subprocess
 import sys
 import types
@@ -31,25 +34,36 @@ def _not_source(folder, names):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-  """The repository installed into `site`; `run` runs Python from the empty folder `cwd` with
-  only `site` on PYTHONPATH.
+  """The repository installed into a fresh venv; `site` is its site-packages, `run` runs its
+  Python from the empty folder `cwd`.
 
   It is built from a copy: building in place would write `build/` into the checkout, and a stale
   `build/lib` there can carry modules that no longer exist in the source.
   """
   base = tmp_path_factory.mktemp("install")
-  source, site, cwd = base / "source", base / "site", base / "elsewhere"
+  source, venv, cwd = base / "source", base / "venv", base / "elsewhere"
   shutil.copytree(ROOT, source, ignore=_not_source)
   cwd.mkdir()
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                 timeout=300)
+  python = venv / "bin" / "python"
+  site = pathlib.Path(subprocess.run(
+      [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+      capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+  # The dependencies: this environment's site-packages as plain path entries (its own .pth files,
+  # among them the checkout's editable install, are not read from there).
+  (site / "_dependencies.pth").write_text("\n".join(site_lib.getsitepackages()) + "\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("PYTHONPATH", None)
   pip = subprocess.run(
-      [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-       "--no-cache-dir", "--disable-pip-version-check", "--quiet", "--target", str(site),
-       str(source)], capture_output=True, text=True, timeout=600, check=False)
+      [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+       "--no-build-isolation", "--no-index", "--no-cache-dir", "--disable-pip-version-check",
+       "--quiet", str(source)], capture_output=True, text=True, timeout=600, check=False,
+      env=env)
   assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
-  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
 
   def run(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([python, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
   return types.SimpleNamespace(site=site, cwd=cwd, run=run)
