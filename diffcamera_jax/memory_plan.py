@@ -41,11 +41,10 @@ def _bytes_per_device(abstract_tree: Any) -> float:
 def abstract_batch(config: ml_collections.ConfigDict, mesh: Any) -> Example:
   """One global device example (`objective.Example`) of abstract arrays, sharded over the batch
   axes."""
-  b, hw = config.data.batch_size, tuple(config.data.image_size)
   rules = sharding.logical_rules(config)
-  shapes = Example.shapes(b, hw)
-  return Example(**{k: jax.ShapeDtypeStruct(s, d, sharding=jax.sharding.NamedSharding(
-      mesh, sharding.batch_spec(len(s), rules))) for k, (s, d) in shapes.items()})
+  return Example.abstract(
+      config.data.batch_size, tuple(config.data.image_size),
+      lambda shape: jax.sharding.NamedSharding(mesh, sharding.batch_spec(len(shape), rules)))
 
 
 def plan(config: ml_collections.ConfigDict, *, compile_step: bool = False) -> dict[str, Any]:

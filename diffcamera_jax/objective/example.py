@@ -77,9 +77,10 @@ class Example:
 
   @classmethod
   def abstract(cls, batch_size: int, image_hw: tuple[int, int],
-               sharding: Any = None) -> "Example":
-    """An `Example` of `jax.ShapeDtypeStruct`s (ahead-of-time lowering, memory plans)."""
-    return cls(**{k: jax.ShapeDtypeStruct(s, d, sharding=sharding)
+               sharding: Callable[[tuple], Any] | None = None) -> "Example":
+    """An `Example` of `jax.ShapeDtypeStruct`s (ahead-of-time lowering, memory plans);
+    `sharding(shape)` gives each field's sharding."""
+    return cls(**{k: jax.ShapeDtypeStruct(s, d, sharding=sharding(s) if sharding else None)
                   for k, (s, d) in cls.shapes(batch_size, image_hw).items()})
 
   @classmethod
