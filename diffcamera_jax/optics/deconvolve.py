@@ -6,8 +6,8 @@ regions whose CoC is r and rings elsewhere; a bank of such deconvolutions, one p
 network the sharp candidates it could not compute from a few convolutions itself, and leaves it
 the per-pixel choice (which radius applies where), which is what it can learn quickly.
 
-Pure JAX (jit, vmap, grad). The photo is padded with half-sample symmetric reflection (as the
-renderer's blurs are) so the FFT's wrap-around does not ring in from the opposite edge.
+Pure JAX (jit, vmap, grad). The FFT runs over the photo's mirror extension (`mirror_extend`), the
+symmetric padding the renderer's blurs use, so the deconvolution does not ring from the borders.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from diffcamera_jax.optics.aperture import Aperture, coverage_kernel, kernel_size
-from diffcamera_jax.optics.blur import fast_length
 from diffcamera_jax.optics.render import from_linear, to_linear
 
 
@@ -35,21 +34,32 @@ def wiener_bank(image: jax.Array, radii: Sequence[float], *, gamma: float = 2.2,
   if not radii or min(radii) <= 0:
     raise ValueError(f"wiener_bank: radii must be positive, got {tuple(radii)}")
   _, height, width, _ = image.shape
-  size = kernel_size(max(radii))
-  pad = size // 2
-  shape = (fast_length(height + 2 * pad), fast_length(width + 2 * pad))
   planes = jnp.moveaxis(to_linear(jnp.clip(image, 0.0, 1.0), gamma), -1, 1)  # [B, 3, H, W]
-  planes = jnp.pad(planes, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="symmetric")
-  planes = jnp.pad(planes, ((0, 0), (0, 0), (0, shape[0] - planes.shape[2]),
-                            (0, shape[1] - planes.shape[3])), mode="edge")
-  spectrum = jnp.fft.rfft2(planes)  # [B, 3, h, w // 2 + 1]
+  planes = mirror_extend(planes)  # [B, 3, 2H, 2W]: periodic and continuous
+  shape = planes.shape[-2:]
+  spectrum = jnp.fft.rfft2(planes)  # [B, 3, 2H, W + 1]
+  size = min(kernel_size(max(radii)), 2 * min(height, width) - 1)
+  size -= 1 - size % 2  # odd, so the kernel has a centre pixel
   kernels = coverage_kernel(Aperture(), jnp.asarray(radii, jnp.float32), size)  # [R, k, k]
-  transfer = jnp.fft.rfft2(_centred(kernels, shape))  # [R, h, w // 2 + 1]
+  transfer = jnp.fft.rfft2(_centred(kernels, shape))  # [R, 2H, W + 1]
   wiener = jnp.conj(transfer) / (jnp.square(jnp.abs(transfer)) + regularization)
   restored = jnp.fft.irfft2(spectrum[:, None] * wiener[None, :, None], s=shape)
-  restored = restored[..., pad:pad + height, pad:pad + width]  # [B, R, 3, H, W]
+  restored = restored[..., :height, :width]  # [B, R, 3, H, W]
   out = from_linear(jnp.clip(restored, 0.0, 1.0), gamma)
   return jnp.transpose(out, (0, 3, 4, 1, 2))
+
+
+def mirror_extend(planes: jax.Array) -> jax.Array:
+  """`[..., H, W]` -> `[..., 2H, 2W]`: the image and its mirror images (half-sample symmetric).
+
+  The periodic continuation of the result is the image's symmetric extension, continuous across
+  every border, so a circular (FFT) deconvolution sees the same extension the renderer blurred
+  (`optics.blur` pads half-sample symmetric) and no wrap-around edge. A short pad instead leaves
+  an edge at the wrap that the inverse filter, whose support is the whole image, rings from
+  everywhere.
+  """
+  planes = jnp.concatenate([planes, planes[..., ::-1, :]], axis=-2)
+  return jnp.concatenate([planes, planes[..., ::-1]], axis=-1)
 
 
 def _centred(kernels: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -60,4 +70,4 @@ def _centred(kernels: jax.Array, shape: tuple[int, int]) -> jax.Array:
   return jnp.roll(grid, (-half, -half), axis=(-2, -1))
 
 
-__all__ = ["wiener_bank"]
+__all__ = ["mirror_extend", "wiener_bank"]
