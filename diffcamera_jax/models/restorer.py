@@ -57,24 +57,33 @@ class _ResBlock(nn.Module):
     return x + h
 
 
-def fit_blur_map(blur: jnp.ndarray, disparity: jnp.ndarray, levels: int = 33) -> jnp.ndarray:
-  """The CoC map `K |D - d|` `[B, H, W]` that best fits a per-pixel blur estimate in least squares.
+def fit_defocus(blur: jnp.ndarray, disparity: jnp.ndarray, weights: jnp.ndarray | None = None,
+                levels: int = 65) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The camera `(d, K)` `[B]`, `[B]` whose CoC map `K |D - d|` best fits a per-pixel blur
+  estimate `blur` `[B, H, W]` (pixels) in weighted least squares.
 
   A photo focused at disparity d with blur K has CoC radius K |D - d| at every pixel; given the
-  disparity D, the pair (d, K) is fitted to the per-pixel estimate `blur` `[B, H, W]` by trying
-  `levels` focus disparities in [0, 1] (K in closed form for each), which turns a noisy local
-  estimate into the layered map the optics imply.
+  disparity D, `levels` focus disparities in [0, 1] are tried, K in closed form for each.
+  `weights` `[B, H, W]` (default uniform) say how far each pixel's estimate is trusted.
   """
   d = jnp.linspace(0.0, 1.0, levels)
+  w = jnp.ones_like(blur) if weights is None else weights
   distance = jnp.abs(disparity[:, None] - d[None, :, None, None])  # [B, levels, H, W]
   axes = (2, 3)
-  k = (jnp.sum(distance * blur[:, None], axes)
-       / jnp.maximum(jnp.sum(distance * distance, axes), 1e-6))  # [B, levels]
-  k = jnp.maximum(k, 0.0)
-  error = jnp.mean(jnp.square(k[..., None, None] * distance - blur[:, None]), axes)
+  wd = w[:, None] * distance
+  k = jnp.sum(wd * blur[:, None], axes) / jnp.maximum(jnp.sum(wd * distance, axes), 1e-6)
+  k = jnp.maximum(k, 0.0)  # [B, levels]
+  error = jnp.sum(w[:, None] * jnp.square(k[..., None, None] * distance - blur[:, None]), axes)
   best = jnp.argmin(error, axis=1)
-  k_best = jnp.take_along_axis(k, best[:, None], 1)[:, 0]
-  return k_best[:, None, None] * jnp.abs(disparity - d[best][:, None, None])
+  return d[best], jnp.take_along_axis(k, best[:, None], 1)[:, 0]
+
+
+def fit_blur_map(blur: jnp.ndarray, disparity: jnp.ndarray, levels: int = 33) -> jnp.ndarray:
+  """The CoC map `K |D - d|` `[B, H, W]` of the camera that best fits a per-pixel blur estimate
+  (`fit_defocus` with uniform weights), which turns a noisy local estimate into the layered map
+  the optics imply."""
+  d, k = fit_defocus(blur, disparity, levels=levels)
+  return k[:, None, None] * jnp.abs(disparity - d[:, None, None])
 
 
 def pixel_coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
@@ -207,4 +216,5 @@ class Restorer(nn.Module):
     return sharp, disparity_hat, blur_hat
 
 
-__all__ = ["Restorer", "UNet", "fit_blur_map", "pad_to_multiple", "pixel_coordinates"]
+__all__ = ["Restorer", "UNet", "fit_blur_map", "fit_defocus", "pad_to_multiple",
+           "pixel_coordinates"]
