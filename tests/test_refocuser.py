@@ -181,3 +181,31 @@ def test_depth_model_supplies_disparity_for_photos_given_none(tiny):
   np.testing.assert_allclose(frames, explicit, atol=1e-6)
   without = Refocuser(*tiny, batch_size=4, max_side=64).refocus(image, [(0.2, 0.5)], [0.0, 6.0])
   assert np.abs(frames - without).max() > 1e-3
+
+
+def test_a_blurred_photo_with_depth_is_deblurred_by_the_optics_once(tiny, monkeypatch):
+  from data_pipeline import procedural
+  from diffcamera_jax import optics
+  from diffcamera_jax.inference import physics_deblur
+  config, params = tiny
+  r = Refocuser(config, params, batch_size=4, max_side=64, camera_search=True)
+  sharp, disparity = procedural.make_scene(7, 0, 64, 64)
+  focus = np.float32(np.quantile(disparity, 0.3))
+  photo = np.asarray(optics.render(sharp, disparity, focus, 3.0, max_radius=6.0))
+  calls = []
+  real = physics_deblur.deblur_with_depth
+  monkeypatch.setattr(physics_deblur, "deblur_with_depth",
+                      lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+  seen = []
+  to_working = r._to_working
+  monkeypatch.setattr(r, "_to_working", lambda ref, *a: seen.append(ref) or to_working(ref, *a))
+  r.refocus(photo, (0.5, 0.5), [0.0, 2.0], disparity=disparity)
+  psnr = lambda a: -10 * np.log10(np.mean((a - sharp) ** 2))
+  assert psnr(seen[0][0]) > psnr(photo) + 2.0  # the model is handed the deblurred photo
+  r.refocus(photo, (0.2, 0.2), 1.0, disparity=disparity)  # the same photo: not searched again
+  assert calls == [1]
+  np.testing.assert_array_equal(seen[1], seen[0])
+  # without depth, or with the search off, the photo goes to the model as it is
+  r.refocus(photo, (0.5, 0.5), 1.0)
+  Refocuser(config, params, max_side=64).refocus(photo, (0.5, 0.5), 1.0, disparity=disparity)
+  assert calls == [1]

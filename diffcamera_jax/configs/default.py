@@ -121,6 +121,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # conditional mean (best PSNR); more steps draw a sample, sharper but farther from the truth
   # in PSNR (README, Results).
   config.objective.sample_steps = 1
+  # With a given disparity map, the photo is first deblurred by the optics
+  # (diffcamera_jax/inference/physics_deblur.py): the camera (focus disparity, blur) whose renders
+  # explain the photo is searched, and where one explains it (residual ratio below the
+  # threshold), the renderer is inverted to the sharp image the model then refocuses.
+  config.objective.camera_search = True
+  config.objective.camera_search_threshold = 0.06
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
@@ -186,6 +192,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.num_scenes = 2
     config.eval.sample_steps = 2
     config.objective.sample_steps = 2
+    config.objective.camera_search = False
   elif arg:
     raise ValueError(f"configs/default.py: unknown variant {arg!r} (expected '' or 'tiny')")
   return config

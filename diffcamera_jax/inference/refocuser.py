@@ -25,7 +25,9 @@ Photos without a disparity map get one from `depth_model` when given (Depth Anyt
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import os
 from typing import Any, Callable
 
@@ -34,12 +36,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipeline.cameras import blur_pixels
 from diffcamera_jax.inference import full_resolution as fullres
+from diffcamera_jax.inference import physics_deblur
 from diffcamera_jax import optics
 from diffcamera_jax.models import CAMERA_FEATURES, build_model, camera_features
 from diffcamera_jax.inference.sampler import make_sampler
 
 _SCORE_SHARE = 8  # attention scores may take 1/_SCORE_SHARE of the budget
+DEBLUR_CACHE_BYTES = 256 * 2 ** 20  # photos deblurred by the optics, kept for repeated calls
 
 
 class _SteppingModel:
@@ -161,7 +166,8 @@ class Refocuser:
                max_side: int | None = None, batch_size: int = 8, num_steps: int | None = None,
                max_memory: int | None = None, full_resolution: bool = True,
                depth_model: Any = None, base_weights: str | None = None,
-               vae_weights: str | None = None, fold_lora: bool = False):
+               vae_weights: str | None = None, fold_lora: bool = False,
+               camera_search: bool | None = None):
     if config.model.name == "flux" and (base_weights or vae_weights):
       config = ml_collections.ConfigDict(config.to_dict())
       config.flux.transformer_weights = base_weights or config.flux.transformer_weights
@@ -191,6 +197,12 @@ class Refocuser:
       from diffcamera_jax.depth import DepthEstimator
       depth_model = DepthEstimator.load(depth_model)
     self.depth_model = depth_model  # a DepthEstimator: disparity for photos given none
+    # With a given disparity map, deblur the photo first (`physics_deblur`): default from
+    # `config.objective.camera_search`.
+    self.camera_search = bool(config.objective.get("camera_search", False)
+                              if camera_search is None else camera_search)
+    # photo + disparity digest -> deblurred photo, the most recent first out last
+    self._deblurred: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
@@ -257,6 +269,7 @@ class Refocuser:
                        f"{np.shape(disparity)}")
     optics.validate(reference, np.zeros(reference.shape[:-1]) if disparity is None else disparity,
                     aperture=optics.Aperture(blades, rotation))
+    given_depth = disparity is not None
     if disparity is None and self.depth_model is not None:
       disparity = self.estimate_disparity(reference)
     check_cameras(focus, blur)
@@ -266,6 +279,8 @@ class Refocuser:
     if steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     image_hw = reference.shape[1:3]
+    if given_depth and self.camera_search:
+      reference = self.deblur(reference, np.asarray(disparity, np.float32))
     ref, disp, focus_w, blur_w, work_hw = self._to_working(reference, disparity, focus, blur)
     plan, compiled, arguments = self._program(image_hw, work_hw, ref.shape[1:3], n,
                                               disp is not None, ref.shape[0])
@@ -290,6 +305,31 @@ class Refocuser:
       return np.clip(fullres.upscale(frames, image_hw), 0.0, 1.0)
     return self._compose(reference, disparity, frames, ref[:, : work_hw[0], : work_hw[1]],
                          focus, blur, blades, rotation, on_frame or (lambda: None))
+
+  def deblur(self, photos: np.ndarray, disparity: np.ndarray) -> np.ndarray:
+    """Photos `[N, H, W, 3]` with their disparity `[N, H, W]` deblurred by the optics
+    (`physics_deblur.deblur_with_depth`; unchanged where no camera explains the blur), each
+    photo computed once per loaded model."""
+    keys = [hashlib.sha1(p.tobytes() + d.tobytes() + str(p.shape).encode()).digest()
+            for p, d in zip(photos, disparity)]
+    todo = [i for i, k in enumerate(keys) if k not in self._deblurred]
+    if todo:
+      work_hw = fullres.working_size(*photos.shape[1:3], self.max_side)
+      d = self.config.data
+      search = physics_deblur.CameraSearch(
+          max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
+                                              int(d.blur_reference_size))),
+          threshold=float(self.config.objective.get("camera_search_threshold", 0.06)),
+          gamma=float(d.gamma))
+      sharp, _ = physics_deblur.deblur_with_depth(photos[todo], disparity[todo], work_hw, search)
+      for i, image in zip(todo, sharp):
+        self._deblurred[keys[i]] = image
+    out = np.stack([self._deblurred[k] for k in keys])
+    for k in keys:
+      self._deblurred.move_to_end(k)
+    while sum(v.nbytes for v in self._deblurred.values()) > DEBLUR_CACHE_BYTES:
+      self._deblurred.popitem(last=False)
+    return out
 
   def as_method(self, *, use_depth: bool = True, num_steps: int | None = None, seed: int = 0):
     """This model as a benchmark method `(reference, disparity, focus, blur) -> images`."""

@@ -5,7 +5,7 @@ import pytest
 
 from data_pipeline import procedural
 from diffcamera_jax import optics
-from diffcamera_jax.optics.invert import invert_render
+from diffcamera_jax.optics.invert import estimate_camera, explained_residual, invert_render
 
 
 def _psnr(a, b):
@@ -37,3 +37,33 @@ def test_no_iterations_return_the_start_and_bad_input_is_named():
     invert_render(jnp.zeros((8, 8, 3)), jnp.zeros((8, 8)), 0.0, 1.0)
   with pytest.raises(ValueError, match="iterations must be"):
     invert_render(photo, jnp.zeros((1, 8, 8)), jnp.zeros(1), jnp.ones(1), iterations=-1)
+
+
+def _scenes(indices, quantiles, blurs):
+  scenes = [procedural.make_scene(7, i, 64, 64) for i in indices]
+  sharp = np.stack([s[0] for s in scenes])
+  disparity = np.stack([s[1] for s in scenes])
+  focus = np.asarray([np.quantile(d, q) for d, q in zip(disparity, quantiles)], np.float32)
+  blur = np.asarray(blurs, np.float32)
+  return sharp, disparity, focus, blur, optics.render(sharp, disparity, focus, blur, max_radius=6.0)
+
+
+def test_the_true_camera_explains_the_photo_best():
+  _, disparity, focus, blur, photo = _scenes(range(4), (0.3, 0.7, 0.5, 0.9), (3.0, 2.0, 2.5, 3.5))
+  ratio = lambda d, k: np.log(np.asarray(explained_residual(
+      photo, disparity, jnp.asarray(d), jnp.asarray(k), iterations=25, max_radius=8.0)))
+  true = ratio(focus, blur)
+  for d, k in ((focus, 1.4 * blur), (np.clip(focus + 0.15, 0, 1), blur)):
+    assert np.mean(ratio(d, k) - true) > np.log(3.0)
+
+
+def test_estimating_the_camera_of_a_clear_case():
+  _, disparity, focus, blur, photo = _scenes((0, 3), (0.3, 0.9), (3.0, 3.5))
+  d, k, explained = (np.asarray(a) for a in estimate_camera(
+      photo, disparity, blur_range=(0.5, 6.0), max_radius=6.0, iterations=25, focus_levels=7,
+      blur_levels=5))
+  np.testing.assert_allclose(d, focus, atol=0.06)
+  np.testing.assert_allclose(k, blur, rtol=0.15)
+  assert np.all((explained > 0) & (explained < 0.06))
+  with pytest.raises(ValueError, match="blur_range"):
+    estimate_camera(photo, disparity, blur_range=(0.0, 5.0))
