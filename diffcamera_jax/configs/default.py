@@ -126,7 +126,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # explain the photo is searched, and where one explains it (residual ratio below the
   # threshold), the renderer is inverted to the sharp image the model then refocuses.
   config.objective.camera_search = True
-  config.objective.camera_search_threshold = 0.06
+  config.objective.camera_search_threshold = 0.04
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()

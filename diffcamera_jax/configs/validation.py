@@ -108,7 +108,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor"):
       if config.objective[field] < 0:
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
-  if float(config.objective.get("camera_search_threshold", 0.06)) <= 0:
+  if float(config.objective.get("camera_search_threshold", 0.04)) <= 0:
     raise ConfigError(f"config.objective.camera_search_threshold="
                       f"{config.objective.camera_search_threshold} must be > 0")
   if config.objective.stack_weight < 0:

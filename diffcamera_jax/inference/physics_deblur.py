@@ -25,7 +25,7 @@ from diffcamera_jax.optics.invert import estimate_camera, invert_render
 class CameraSearch:
   """Settings of `deblur_with_depth` (`config.objective.camera_search_*`)."""
   max_blur: float  # largest blur searched, pixels at the working size
-  threshold: float = 0.06  # explained-residual ratio below which the photo counts as blurred
+  threshold: float = 0.04  # explained-residual ratio below which the photo counts as blurred
   search_iterations: int = 25
   focus_levels: int = 7
   blur_levels: int = 5

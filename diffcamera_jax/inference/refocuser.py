@@ -319,7 +319,7 @@ class Refocuser:
       search = physics_deblur.CameraSearch(
           max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
                                               int(d.blur_reference_size))),
-          threshold=float(self.config.objective.get("camera_search_threshold", 0.06)),
+          threshold=float(self.config.objective.get("camera_search_threshold", 0.04)),
           gamma=float(d.gamma))
       sharp, _ = physics_deblur.deblur_with_depth(photos[todo], disparity[todo], work_hw, search)
       for i, image in zip(todo, sharp):
