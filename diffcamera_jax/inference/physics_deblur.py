@@ -10,13 +10,17 @@ all-in-focus photo, the case where its physics prior is exact (README, Results).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from data_pipeline.cameras import blur_pixels
 from diffcamera_jax.inference import full_resolution as fullres
 from diffcamera_jax.optics.invert import estimate_camera, invert_render
 
@@ -82,4 +86,44 @@ def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, work_hw: tuple[
                "deblurred": deblurred}
 
 
-__all__ = ["CameraSearch", "deblur_with_depth"]
+CACHE_BYTES = 256 * 2 ** 20  # deblurred photos kept for repeated calls on the same photo
+
+
+class Deblurrer:
+  """`deblur_with_depth` with the settings of a model's config and a cache: each distinct photo
+  (and disparity) is searched once; the most recently used results are kept up to CACHE_BYTES."""
+
+  def __init__(self, config: ml_collections.ConfigDict, max_side: int):
+    self.config, self.max_side = config, int(max_side)
+    self._cache: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+
+  def search_for(self, work_hw: tuple[int, int]) -> CameraSearch:
+    """The search at this working size: blurs up to 1.2x the training range."""
+    d = self.config.data
+    return CameraSearch(
+        max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
+                                            int(d.blur_reference_size))),
+        threshold=float(self.config.objective.get("camera_search_threshold",
+                                                  CameraSearch.threshold)),
+        gamma=float(d.gamma))
+
+  def __call__(self, photos: np.ndarray, disparity: np.ndarray) -> np.ndarray:
+    """Photos `[N, H, W, 3]` with disparity `[N, H, W]`, deblurred where a camera explains them."""
+    keys = [hashlib.sha1(p.tobytes() + d.tobytes() + str(p.shape).encode()).digest()
+            for p, d in zip(photos, disparity)]
+    todo = [i for i, k in enumerate(keys) if k not in self._cache]
+    if todo:
+      work_hw = fullres.working_size(*photos.shape[1:3], self.max_side)
+      sharp, _ = deblur_with_depth(photos[todo], disparity[todo], work_hw,
+                                   self.search_for(work_hw))
+      for i, image in zip(todo, sharp):
+        self._cache[keys[i]] = image
+    out = np.stack([self._cache[k] for k in keys])
+    for k in keys:
+      self._cache.move_to_end(k)
+    while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES:
+      self._cache.popitem(last=False)
+    return out
+
+
+__all__ = ["CameraSearch", "Deblurrer", "deblur_with_depth"]

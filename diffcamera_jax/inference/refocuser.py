@@ -25,9 +25,7 @@ Photos without a disparity map get one from `depth_model` when given (Depth Anyt
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
 import os
 from typing import Any, Callable
 
@@ -36,7 +34,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data_pipeline.cameras import blur_pixels
 from diffcamera_jax.inference import full_resolution as fullres
 from diffcamera_jax.inference import physics_deblur
 from diffcamera_jax import optics
@@ -44,7 +41,6 @@ from diffcamera_jax.models import CAMERA_FEATURES, build_model, camera_features
 from diffcamera_jax.inference.sampler import make_sampler
 
 _SCORE_SHARE = 8  # attention scores may take 1/_SCORE_SHARE of the budget
-DEBLUR_CACHE_BYTES = 256 * 2 ** 20  # photos deblurred by the optics, kept for repeated calls
 
 
 class _SteppingModel:
@@ -201,8 +197,7 @@ class Refocuser:
     # `config.objective.camera_search`.
     self.camera_search = bool(config.objective.get("camera_search", False)
                               if camera_search is None else camera_search)
-    # photo + disparity digest -> deblurred photo, the most recent first out last
-    self._deblurred: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+    self._deblurrer = physics_deblur.Deblurrer(config, max_side)
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
@@ -308,28 +303,9 @@ class Refocuser:
 
   def deblur(self, photos: np.ndarray, disparity: np.ndarray) -> np.ndarray:
     """Photos `[N, H, W, 3]` with their disparity `[N, H, W]` deblurred by the optics
-    (`physics_deblur.deblur_with_depth`; unchanged where no camera explains the blur), each
-    photo computed once per loaded model."""
-    keys = [hashlib.sha1(p.tobytes() + d.tobytes() + str(p.shape).encode()).digest()
-            for p, d in zip(photos, disparity)]
-    todo = [i for i, k in enumerate(keys) if k not in self._deblurred]
-    if todo:
-      work_hw = fullres.working_size(*photos.shape[1:3], self.max_side)
-      d = self.config.data
-      search = physics_deblur.CameraSearch(
-          max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
-                                              int(d.blur_reference_size))),
-          threshold=float(self.config.objective.get("camera_search_threshold", 0.04)),
-          gamma=float(d.gamma))
-      sharp, _ = physics_deblur.deblur_with_depth(photos[todo], disparity[todo], work_hw, search)
-      for i, image in zip(todo, sharp):
-        self._deblurred[keys[i]] = image
-    out = np.stack([self._deblurred[k] for k in keys])
-    for k in keys:
-      self._deblurred.move_to_end(k)
-    while sum(v.nbytes for v in self._deblurred.values()) > DEBLUR_CACHE_BYTES:
-      self._deblurred.popitem(last=False)
-    return out
+    (`physics_deblur.Deblurrer`: unchanged where no camera explains the blur; each photo
+    searched once per loaded model)."""
+    return self._deblurrer(photos, disparity)
 
   def as_method(self, *, use_depth: bool = True, num_steps: int | None = None, seed: int = 0):
     """This model as a benchmark method `(reference, disparity, focus, blur) -> images`."""
