@@ -205,7 +205,24 @@ def test_a_blurred_photo_with_depth_is_deblurred_by_the_optics_once(tiny, monkey
   r.refocus(photo, (0.2, 0.2), 1.0, disparity=disparity)  # the same photo: not searched again
   assert calls == [1]
   np.testing.assert_array_equal(seen[1], seen[0])
-  # without depth, or with the search off, the photo goes to the model as it is
+  # without depth the camera is not searched; with the search off, neither
   r.refocus(photo, (0.5, 0.5), 1.0)
   Refocuser(config, params, max_side=64).refocus(photo, (0.5, 0.5), 1.0, disparity=disparity)
   assert calls == [1]
+
+
+def test_a_photo_defocused_as_a_whole_is_deblurred_without_depth(tiny, monkeypatch):
+  from data_pipeline import procedural
+  from diffcamera_jax import optics
+  config, params = tiny
+  sharp, _ = procedural.make_scene(7, 1, 64, 64)
+  flat = np.zeros(sharp.shape[:2], np.float32)
+  photo = np.asarray(optics.render(sharp, flat, 1.0, 2.5, max_radius=4.0))
+  psnr = lambda a: -10 * np.log10(np.mean((a - sharp) ** 2))
+  for search, better in ((True, True), (False, False)):
+    r = Refocuser(config, params, batch_size=4, max_side=64, camera_search=search)
+    seen = []
+    to_working = r._to_working
+    monkeypatch.setattr(r, "_to_working", lambda ref, *a: seen.append(ref) or to_working(ref, *a))
+    r.refocus(photo, (0.5, 0.5), 0.0)
+    assert (psnr(seen[0][0]) > psnr(photo) + 2.0) == better

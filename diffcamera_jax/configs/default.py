@@ -124,9 +124,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # With a given disparity map, the photo is first deblurred by the optics
   # (diffcamera_jax/inference/physics_deblur.py): the camera (focus disparity, blur) whose renders
   # explain the photo is searched, and where one explains it (residual ratio below the
-  # threshold), the renderer is inverted to the sharp image the model then refocuses.
+  # threshold), the renderer is inverted to the sharp image the model then refocuses. Without
+  # one, a photo defocused as a whole is deblurred the same way when its spectrum identifies one
+  # disk (log-likelihood gain per frequency over "sharp" at least the min gain) that its
+  # quadrants agree on.
   config.objective.camera_search = True
   config.objective.camera_search_threshold = 0.04
+  config.objective.uniform_search_min_gain = 0.65
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()

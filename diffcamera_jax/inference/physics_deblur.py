@@ -1,4 +1,4 @@
-"""Deblurring a photo of known depth before refocusing it: find its camera, invert the renderer.
+"""Deblurring a photo before refocusing it: find how it was blurred, invert the renderer.
 
 With a disparity map the optics fix how a photo was blurred up to two numbers, its focus
 disparity d and blur K. `deblur_with_depth` finds them (`optics.invert.estimate_camera`: the
@@ -7,6 +7,12 @@ the photo clearly better than leaving it as it is, returns the sharp image whose
 photo (`optics.invert_render`, at the photo's own size with the blur rescaled to it); a photo no
 camera explains (already sharp) comes back unchanged. The refocusing model then starts from an
 all-in-focus photo, the case where its physics prior is exact (README, Results).
+
+Without a disparity map, `deblur_uniform` handles the one case the optics fix without depth: a
+photo defocused as a whole (focus missed, one depth plane). The disk radius is identified from
+the photo's spectrum (`optics.identify`), checked on the photo's quadrants (a blur that varies
+across the photo, as depth makes it, is left to the model), and the renderer is inverted at
+constant depth.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import numpy as np
 
 from data_pipeline.cameras import blur_pixels
 from diffcamera_jax.inference import full_resolution as fullres
+from diffcamera_jax.optics.identify import identify_uniform_blur
 from diffcamera_jax.optics.invert import estimate_camera, invert_render
 
 
@@ -86,12 +93,88 @@ def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, work_hw: tuple[
                "deblurred": deblurred}
 
 
+@dataclasses.dataclass(frozen=True)
+class UniformSearch:
+  """Settings of `deblur_uniform` (`config.objective.uniform_search_*`); blurs in pixels at the
+  photo's size."""
+  max_blur: float = 16.0  # largest disk radius considered
+  min_blur: float = 1.2  # smaller radii are left alone (too little to restore, easily misread)
+  min_gain: float = 0.65  # log-likelihood gain per frequency over "sharp" needed to act
+  tile_tolerance: float = 1.3  # quadrants must agree with the whole photo within this factor
+  min_tile_side: int = 64  # quadrants smaller than this are not checked (too few frequencies)
+  max_side: int = 1024  # larger photos are left as they are (the inversion's cost)
+  levels: int = 48  # candidate radii, geometric from 0.8 px to max_blur, plus 0
+  invert_iterations: int = 50
+  tv_weight: float = 3e-4
+  gamma: float = 2.2
+
+  @property
+  def radii(self) -> tuple[float, ...]:
+    return (0.0,) + tuple(float(r) for r in np.geomspace(0.8, self.max_blur, self.levels))
+
+
+@functools.partial(jax.jit, static_argnames=("search",))
+def _identify(photos, search: UniformSearch):
+  return identify_uniform_blur(photos, search.radii, gamma=search.gamma)
+
+
+@functools.partial(jax.jit, static_argnames=("search",))
+def _invert_uniform(photos, blur, search: UniformSearch):
+  flat = jnp.zeros(photos.shape[:3], jnp.float32)
+  return invert_render(photos, flat, jnp.ones_like(blur), blur,
+                       iterations=search.invert_iterations, tv_weight=search.tv_weight,
+                       gamma=search.gamma, max_radius=float(np.ceil(search.max_blur)))
+
+
+def _quadrants(photos: np.ndarray) -> list[np.ndarray]:
+  h, w = photos.shape[1] // 2, photos.shape[2] // 2
+  return [photos[:, :h, :w], photos[:, :h, w:2 * w], photos[:, h:2 * h, :w],
+          photos[:, h:2 * h, w:2 * w]]
+
+
+def deblur_uniform(photos: np.ndarray, search: UniformSearch
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """All-in-focus estimates `[N, H, W, 3]` of photos `[N, H, W, 3]` that are defocused as a
+  whole, and what was found per photo: `blur` (the identified disk radius, pixels), `gain` (its
+  log-likelihood gain per frequency over a sharp photo), `tiles_agree` and `deblurred`.
+
+  A photo is inverted when its radius is at least `min_blur`, the evidence at least `min_gain`,
+  and at least three of its quadrants (when each has `min_tile_side` pixels) identify a radius
+  within `tile_tolerance` of it: a blur that varies across the photo is not one disk. Others come
+  back unchanged.
+  """
+  photos = np.asarray(photos, np.float32)
+  height, width = photos.shape[1:3]
+  count = len(photos)
+  if max(height, width) > search.max_side:
+    nothing = np.zeros((count,), np.float32)
+    return photos, {"blur": nothing, "gain": nothing, "tiles_agree": nothing.astype(bool),
+                    "deblurred": nothing.astype(bool)}
+  blur, gain = (np.asarray(a) for a in _identify(jnp.asarray(photos), search))
+  agree = np.ones((count,), bool)
+  if min(height, width) >= 2 * search.min_tile_side:
+    tiles = np.stack([np.asarray(_identify(jnp.asarray(q), search)[0])
+                      for q in _quadrants(photos)], 1)  # [N, 4]
+    ratio = np.maximum(tiles, 1e-3) / np.maximum(blur, 1e-3)[:, None]
+    agree = np.sum((ratio <= search.tile_tolerance) & (ratio >= 1 / search.tile_tolerance),
+                   1) >= 3
+  deblurred = (blur >= search.min_blur) & (gain >= search.min_gain) & agree
+  out = photos
+  if deblurred.any():  # the whole batch, so that the program's shape does not vary
+    sharp = np.asarray(_invert_uniform(jnp.asarray(photos),
+                                       jnp.asarray(np.where(deblurred, blur, 0.0), jnp.float32),
+                                       search))
+    out = np.where(deblurred[:, None, None, None], sharp, photos)
+  return out, {"blur": blur, "gain": gain, "tiles_agree": agree, "deblurred": deblurred}
+
+
 CACHE_BYTES = 256 * 2 ** 20  # deblurred photos kept for repeated calls on the same photo
 
 
 class Deblurrer:
-  """`deblur_with_depth` with the settings of a model's config and a cache: each distinct photo
-  (and disparity) is searched once; the most recently used results are kept up to CACHE_BYTES."""
+  """`deblur_with_depth` (photos with disparity) or `deblur_uniform` (photos without) with the
+  settings of a model's config and a cache: each distinct photo (and disparity) is searched once;
+  the most recently used results are kept up to CACHE_BYTES."""
 
   def __init__(self, config: ml_collections.ConfigDict, max_side: int):
     self.config, self.max_side = config, int(max_side)
@@ -107,15 +190,26 @@ class Deblurrer:
                                                   CameraSearch.threshold)),
         gamma=float(d.gamma))
 
-  def __call__(self, photos: np.ndarray, disparity: np.ndarray) -> np.ndarray:
-    """Photos `[N, H, W, 3]` with disparity `[N, H, W]`, deblurred where a camera explains them."""
-    keys = [hashlib.sha1(p.tobytes() + d.tobytes() + str(p.shape).encode()).digest()
-            for p, d in zip(photos, disparity)]
+  def uniform_search(self) -> UniformSearch:
+    """The no-depth search with the config's evidence threshold."""
+    o = self.config.objective
+    return UniformSearch(min_gain=float(o.get("uniform_search_min_gain", UniformSearch.min_gain)),
+                         gamma=float(self.config.data.gamma))
+
+  def __call__(self, photos: np.ndarray, disparity: np.ndarray | None) -> np.ndarray:
+    """Photos `[N, H, W, 3]` with disparity `[N, H, W]` (or None), deblurred where a camera
+    (with disparity) or one disk (without) explains them."""
+    depth = [b"none"] * len(photos) if disparity is None else [d.tobytes() for d in disparity]
+    keys = [hashlib.sha1(p.tobytes() + d + str(p.shape).encode()).digest()
+            for p, d in zip(photos, depth)]
     todo = [i for i, k in enumerate(keys) if k not in self._cache]
-    if todo:
+    if todo and disparity is None:
+      sharp, _ = deblur_uniform(photos[todo], self.uniform_search())
+    elif todo:
       work_hw = fullres.working_size(*photos.shape[1:3], self.max_side)
       sharp, _ = deblur_with_depth(photos[todo], disparity[todo], work_hw,
                                    self.search_for(work_hw))
+    if todo:
       for i, image in zip(todo, sharp):
         self._cache[keys[i]] = image
     out = np.stack([self._cache[k] for k in keys])
@@ -126,4 +220,4 @@ class Deblurrer:
     return out
 
 
-__all__ = ["CameraSearch", "Deblurrer", "deblur_with_depth"]
+__all__ = ["CameraSearch", "Deblurrer", "UniformSearch", "deblur_uniform", "deblur_with_depth"]

@@ -193,8 +193,8 @@ class Refocuser:
       from diffcamera_jax.depth import DepthEstimator
       depth_model = DepthEstimator.load(depth_model)
     self.depth_model = depth_model  # a DepthEstimator: disparity for photos given none
-    # With a given disparity map, deblur the photo first (`physics_deblur`): default from
-    # `config.objective.camera_search`.
+    # Deblur the photo first where the optics explain its blur (`physics_deblur`: the camera with
+    # a given disparity map, one disk without): default from `config.objective.camera_search`.
     self.camera_search = bool(config.objective.get("camera_search", False)
                               if camera_search is None else camera_search)
     self._deblurrer = physics_deblur.Deblurrer(config, max_side)
@@ -274,8 +274,9 @@ class Refocuser:
     if steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     image_hw = reference.shape[1:3]
-    if given_depth and self.camera_search:
-      reference = self.deblur(reference, np.asarray(disparity, np.float32))
+    if self.camera_search:
+      reference = self.deblur(reference,
+                              np.asarray(disparity, np.float32) if given_depth else None)
     ref, disp, focus_w, blur_w, work_hw = self._to_working(reference, disparity, focus, blur)
     plan, compiled, arguments = self._program(image_hw, work_hw, ref.shape[1:3], n,
                                               disp is not None, ref.shape[0])
@@ -301,10 +302,10 @@ class Refocuser:
     return self._compose(reference, disparity, frames, ref[:, : work_hw[0], : work_hw[1]],
                          focus, blur, blades, rotation, on_frame or (lambda: None))
 
-  def deblur(self, photos: np.ndarray, disparity: np.ndarray) -> np.ndarray:
-    """Photos `[N, H, W, 3]` with their disparity `[N, H, W]` deblurred by the optics
-    (`physics_deblur.Deblurrer`: unchanged where no camera explains the blur; each photo
-    searched once per loaded model)."""
+  def deblur(self, photos: np.ndarray, disparity: np.ndarray | None) -> np.ndarray:
+    """Photos `[N, H, W, 3]` deblurred by the optics (`physics_deblur.Deblurrer`): with their
+    disparity `[N, H, W]`, by the camera that explains them; without (None), when defocused as a
+    whole by one disk. Unchanged otherwise; each photo searched once per loaded model."""
     return self._deblurrer(photos, disparity)
 
   def as_method(self, *, use_depth: bool = True, num_steps: int | None = None, seed: int = 0):

@@ -41,7 +41,7 @@ def wiener_bank(image: jax.Array, radii: Sequence[float], *, gamma: float = 2.2,
   size = min(kernel_size(max(radii)), 2 * min(height, width) - 1)
   size -= 1 - size % 2  # odd, so the kernel has a centre pixel
   kernels = coverage_kernel(Aperture(), jnp.asarray(radii, jnp.float32), size)  # [R, k, k]
-  transfer = jnp.fft.rfft2(_centred(kernels, shape))  # [R, 2H, W + 1]
+  transfer = jnp.fft.rfft2(centred_kernels(kernels, shape))  # [R, 2H, W + 1]
   wiener = jnp.conj(transfer) / (jnp.square(jnp.abs(transfer)) + regularization)
   restored = jnp.fft.irfft2(spectrum[:, None] * wiener[None, :, None], s=shape)
   restored = restored[..., :height, :width]  # [B, R, 3, H, W]
@@ -62,7 +62,7 @@ def mirror_extend(planes: jax.Array) -> jax.Array:
   return jnp.concatenate([planes, planes[..., ::-1]], axis=-1)
 
 
-def _centred(kernels: jax.Array, shape: tuple[int, int]) -> jax.Array:
+def centred_kernels(kernels: jax.Array, shape: tuple[int, int]) -> jax.Array:
   """Kernels `[R, k, k]` placed on a `shape` grid with their centre at the origin (wrapped)."""
   half = kernels.shape[-1] // 2
   grid = jnp.zeros(kernels.shape[:-2] + shape, kernels.dtype)
