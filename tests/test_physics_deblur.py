@@ -26,6 +26,13 @@ def test_a_uniformly_defocused_photo_is_restored_and_others_left_alone():
   # disagree, and the photo comes back as it was
   varying = np.asarray(optics.render(sharp, disparity, np.ones(2, np.float32),
                                      np.full(2, 6.0, np.float32), max_radius=7.0))
+  # blurred on the encoded values (as software blurs a saved image), found in that encoding
+  encoded = np.asarray(optics.render(sharp, flat, np.ones(2, np.float32),
+                                     np.full(2, 3.0, np.float32), gamma=1.0, max_radius=5.0))
+  out, info = deblur_uniform(encoded, UniformSearch())
+  assert info["deblurred"].all() and np.all(info["gamma"] == 1.0)
+  np.testing.assert_allclose(info["blur"], 3.0, rtol=0.06)
+  assert np.all(_psnr(out, sharp) > _psnr(encoded, sharp) + 2.0)
   out, info = deblur_uniform(varying, UniformSearch())
   assert not info["tiles_agree"].any() and not info["deblurred"].any()
   np.testing.assert_array_equal(out, varying)

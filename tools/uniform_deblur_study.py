@@ -6,7 +6,9 @@ On procedural scenes of `--scene-seed` (default the validation seed 20 000; the 
 cameras), runs `physics_deblur.deblur_uniform` with evidence threshold `--min-gain` on:
 - `sharp`: the all-in-focus photo (should come back unchanged);
 - `varying`: the benchmark's blurred input, whose blur varies with depth (should be left alone);
-- `uniformR`: the photo rendered at constant depth with a disk of R px (should be restored).
+- `uniformR`: the photo rendered at constant depth with a disk of R px (should be restored);
+- `encoded3`: the same with a 3 px disk applied to the encoded values (gamma 1), as software
+  blurs a saved image (should be restored).
 Per input kind: the share deblurred and the PSNR change against the all-in-focus photo (mean ±
 standard error over scenes, minimum). Per scene: the identified radius, its evidence, whether the
 quadrants agreed, so that other thresholds can be read off the same run.
@@ -53,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
       inputs[f"uniform{radius:g}"] = np.asarray(optics.render(
           gt.image, np.zeros(gt.image.shape[:3], np.float32), np.ones(n, np.float32),
           np.full(n, radius, np.float32), max_radius=radius + 1))
+    inputs["encoded3"] = np.asarray(optics.render(
+        gt.image, np.zeros(gt.image.shape[:3], np.float32), np.ones(n, np.float32),
+        np.full(n, 3.0, np.float32), gamma=1.0, max_radius=4.0))
     for kind, photo in inputs.items():
       out, info = deblur_uniform(photo, search)
       change = psnr(out, gt.image) - psnr(photo, gt.image) if kind != "sharp" else \
           -np.mean(np.abs(out - photo), axis=(1, 2, 3))  # 0 when left unchanged
       for j in range(n):
         rows.append({"scene": start + j, "kind": kind, "radius": float(info["blur"][j]),
-                     "gain": float(info["gain"][j]),
+                     "gain": float(info["gain"][j]), "gamma": float(info["gamma"][j]),
                      "tiles_agree": bool(info["tiles_agree"][j]),
                      "deblurred": bool(info["deblurred"][j]), "change": float(change[j])})
   summary = {}

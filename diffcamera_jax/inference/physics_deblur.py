@@ -106,24 +106,24 @@ class UniformSearch:
   levels: int = 48  # candidate radii, geometric from 0.8 px to max_blur, plus 0
   invert_iterations: int = 50
   tv_weight: float = 3e-4
-  gamma: float = 2.2
+  gamma: float = 2.2  # linear light; the encoded values (gamma 1) are tried too
 
   @property
   def radii(self) -> tuple[float, ...]:
     return (0.0,) + tuple(float(r) for r in np.geomspace(0.8, self.max_blur, self.levels))
 
 
-@functools.partial(jax.jit, static_argnames=("search",))
-def _identify(photos, search: UniformSearch):
-  return identify_uniform_blur(photos, search.radii, gamma=search.gamma)
+@functools.partial(jax.jit, static_argnames=("search", "gamma"))
+def _identify(photos, search: UniformSearch, gamma: float):
+  return identify_uniform_blur(photos, search.radii, gamma=gamma)
 
 
-@functools.partial(jax.jit, static_argnames=("search",))
-def _invert_uniform(photos, blur, search: UniformSearch):
+@functools.partial(jax.jit, static_argnames=("search", "gamma"))
+def _invert_uniform(photos, blur, search: UniformSearch, gamma: float):
   flat = jnp.zeros(photos.shape[:3], jnp.float32)
   return invert_render(photos, flat, jnp.ones_like(blur), blur,
                        iterations=search.invert_iterations, tv_weight=search.tv_weight,
-                       gamma=search.gamma, max_radius=float(np.ceil(search.max_blur)))
+                       gamma=gamma, max_radius=float(np.ceil(search.max_blur)))
 
 
 def _quadrants(photos: np.ndarray) -> list[np.ndarray]:
@@ -136,36 +136,48 @@ def deblur_uniform(photos: np.ndarray, search: UniformSearch
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """All-in-focus estimates `[N, H, W, 3]` of photos `[N, H, W, 3]` that are defocused as a
   whole, and what was found per photo: `blur` (the identified disk radius, pixels), `gain` (its
-  log-likelihood gain per frequency over a sharp photo), `tiles_agree` and `deblurred`.
+  log-likelihood gain per frequency over a sharp photo), `gamma` (the encoding it was found in),
+  `tiles_agree` and `deblurred`.
 
-  A photo is inverted when its radius is at least `min_blur`, the evidence at least `min_gain`,
-  and at least three of its quadrants (when each has `min_tile_side` pixels) identify a radius
-  within `tile_tolerance` of it: a blur that varies across the photo is not one disk. Others come
-  back unchanged.
+  The blur is looked for both in linear light (`search.gamma`: a lens blurs light) and on the
+  encoded values (gamma 1: how software blurs a saved image); each photo keeps the encoding
+  whose radius has the larger gain (the disk model fits the right one; the other smears its
+  zeros). A photo is inverted, in that encoding, when its radius is at least `min_blur`, the
+  evidence at least `min_gain`, and at least three of its quadrants (when each has
+  `min_tile_side` pixels) identify a radius within `tile_tolerance` of it: a blur that varies
+  across the photo is not one disk. Others come back unchanged.
   """
   photos = np.asarray(photos, np.float32)
   height, width = photos.shape[1:3]
   count = len(photos)
+  gammas = (float(search.gamma), 1.0)
   if max(height, width) > search.max_side:
     nothing = np.zeros((count,), np.float32)
-    return photos, {"blur": nothing, "gain": nothing, "tiles_agree": nothing.astype(bool),
-                    "deblurred": nothing.astype(bool)}
-  blur, gain = (np.asarray(a) for a in _identify(jnp.asarray(photos), search))
+    return photos, {"blur": nothing, "gain": nothing, "gamma": nothing + gammas[0],
+                    "tiles_agree": nothing.astype(bool), "deblurred": nothing.astype(bool)}
+  found = [tuple(np.asarray(a) for a in _identify(jnp.asarray(photos), search, g))
+           for g in gammas]
+  pick = np.argmax(np.stack([gain for _, gain in found]), 0)  # [N]: the encoding per photo
+  blur = np.choose(pick, [b for b, _ in found]).astype(np.float32)
+  gain = np.choose(pick, [g for _, g in found]).astype(np.float32)
   agree = np.ones((count,), bool)
   if min(height, width) >= 2 * search.min_tile_side:
-    tiles = np.stack([np.asarray(_identify(jnp.asarray(q), search)[0])
-                      for q in _quadrants(photos)], 1)  # [N, 4]
-    ratio = np.maximum(tiles, 1e-3) / np.maximum(blur, 1e-3)[:, None]
+    tiles = np.stack([np.choose(pick, [np.asarray(_identify(jnp.asarray(q), search, g)[0])
+                                       for g in gammas]) for q in _quadrants(photos)], 1)
+    ratio = np.maximum(tiles, 1e-3) / np.maximum(blur, 1e-3)[:, None]  # [N, 4]
     agree = np.sum((ratio <= search.tile_tolerance) & (ratio >= 1 / search.tile_tolerance),
                    1) >= 3
   deblurred = (blur >= search.min_blur) & (gain >= search.min_gain) & agree
   out = photos
-  if deblurred.any():  # the whole batch, so that the program's shape does not vary
-    sharp = np.asarray(_invert_uniform(jnp.asarray(photos),
-                                       jnp.asarray(np.where(deblurred, blur, 0.0), jnp.float32),
-                                       search))
-    out = np.where(deblurred[:, None, None, None], sharp, photos)
-  return out, {"blur": blur, "gain": gain, "tiles_agree": agree, "deblurred": deblurred}
+  for i, g in enumerate(gammas):
+    chosen = deblurred & (pick == i)
+    if chosen.any():  # the whole batch, so that the program's shape does not vary
+      sharp = np.asarray(_invert_uniform(jnp.asarray(photos),
+                                         jnp.asarray(np.where(chosen, blur, 0.0), jnp.float32),
+                                         search, g))
+      out = np.where(chosen[:, None, None, None], sharp, out)
+  return out, {"blur": blur, "gain": gain, "gamma": np.asarray(gammas, np.float32)[pick],
+               "tiles_agree": agree, "deblurred": deblurred}
 
 
 CACHE_BYTES = 256 * 2 ** 20  # deblurred photos kept for repeated calls on the same photo
