@@ -7,7 +7,8 @@ A cache directory the caller already set (`JAX_COMPILATION_CACHE_DIR`) is used a
 Each program XLA:CPU compiles keeps its code in its own small memory mappings. Kept for the
 whole session, the suite's programs pass the kernel's limit on mappings per process
 (`vm.max_map_count`, 65 530 by default) and the process dies in the next compilation; releasing
-them per module keeps it far below (a later module reloads what it needs from the disk cache).
+them per module keeps the peak to what one module needs (about half the limit for the largest);
+a later module reloads what it needs from the disk cache.
 """
 import gc
 import os
