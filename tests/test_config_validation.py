@@ -37,6 +37,7 @@ def test_unknown_field_is_named():
     ("model.restorer.widths", (16, 32), r"config\.model\.restorer\.widths"),
     ("model.restorer.depth_widths", (8, 0, 32), r"config\.model\.restorer\.depth_widths"),
     ("objective.camera_search_threshold", 0.0, r"config\.objective\.camera_search_threshold"),
+    ("objective.uniform_search_min_gain", 0.0, r"config\.objective\.uniform_search_min_gain"),
 ])
 def test_bad_values_are_named(field, value, message):
   config = default.get_config()

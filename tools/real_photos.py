@@ -62,18 +62,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return float(-10 * np.log10(np.mean((a - b) ** 2) + 1e-12))
 
 
-def defocus(image: np.ndarray, radius: float) -> np.ndarray:
-  """The photo blurred by a disk of `radius` pixels (constant depth, linear light)."""
+def defocus(image: np.ndarray, radius: float, gamma: float = 2.2) -> np.ndarray:
+  """The photo blurred by a disk of `radius` pixels (constant depth): in linear light, or on the
+  encoded values with `gamma=1` (as software blurs a saved image)."""
   from diffcamera_jax import optics
   flat = np.zeros(image.shape[:2], np.float32)
-  return np.asarray(optics.render(image, flat, 1.0, radius, max_radius=radius + 1))
-
-
-def _encoded_disk(image: np.ndarray, radius: float) -> np.ndarray:
-  """A disk blur applied to the encoded (sRGB) values, edges extended."""
-  from diffcamera_jax import optics
-  flat = np.zeros(image.shape[:2], np.float32)
-  return np.asarray(optics.render(image, flat, 1.0, radius, gamma=1.0, max_radius=radius + 1))
+  return np.asarray(optics.render(image, flat, 1.0, radius, gamma=gamma, max_radius=radius + 1))
 
 
 def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -90,7 +84,7 @@ def _noisy_8bit(image: np.ndarray, sigma: float = 0.004) -> np.ndarray:
 OTHER_BLURS = {
     "disk_2px": lambda p: defocus(p, 2.0),
     "disk_4.5px": lambda p: defocus(p, 4.5),
-    "disk_3px_encoded": lambda p: _encoded_disk(p, 3.0),
+    "disk_3px_encoded": lambda p: defocus(p, 3.0, gamma=1.0),
     "disk_3px_noise_8bit": lambda p: _noisy_8bit(defocus(p, 3.0)),
     "gaussian_1.5px": lambda p: _gaussian(p, 1.5),
     "sharp": lambda p: p,

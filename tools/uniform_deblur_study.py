@@ -24,6 +24,15 @@ import numpy as np
 RADII = (1.5, 2.0, 3.0, 5.0)
 
 
+def _defocused(images: np.ndarray, radius: float, gamma: float = 2.2) -> np.ndarray:
+  """Images `[N, H, W, 3]` blurred by one disk of `radius` px (constant depth)."""
+  from diffcamera_jax import optics
+  n = len(images)
+  return np.asarray(optics.render(images, np.zeros(images.shape[:3], np.float32),
+                                  np.ones(n, np.float32), np.full(n, radius, np.float32),
+                                  gamma=gamma, max_radius=radius + 1))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="JSON file to write")
@@ -37,27 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     print("error: --size must be >= 16 and --num-scenes in [1, 150]", file=sys.stderr)
     return 2
 
-  from diffcamera_jax import optics
-  from diffcamera_jax.evaluation import benchmark
+  from diffcamera_jax.evaluation import benchmark, metrics
   from diffcamera_jax.inference.physics_deblur import UniformSearch, deblur_uniform
 
   search = UniformSearch() if args.min_gain is None else UniformSearch(min_gain=args.min_gain)
   scenes = benchmark.procedural_scenes(args.num_scenes, args.size, args.size,
                                        seed=args.scene_seed)
   spec = benchmark.BenchmarkSpec()
-  psnr = lambda a, b: -10 * np.log10(np.mean((a - b) ** 2, axis=(1, 2, 3)) + 1e-12)
+  psnr = lambda a, b: np.asarray(metrics.psnr(a, b))
   rows = []
   for start in range(0, len(scenes), 8):
     gt = benchmark.ground_truth(scenes[start:start + 8], range(start, start + 8), spec)
     n = len(gt.image)
     inputs = {"sharp": gt.image, "varying": gt.render_a}
     for radius in RADII:
-      inputs[f"uniform{radius:g}"] = np.asarray(optics.render(
-          gt.image, np.zeros(gt.image.shape[:3], np.float32), np.ones(n, np.float32),
-          np.full(n, radius, np.float32), max_radius=radius + 1))
-    inputs["encoded3"] = np.asarray(optics.render(
-        gt.image, np.zeros(gt.image.shape[:3], np.float32), np.ones(n, np.float32),
-        np.full(n, 3.0, np.float32), gamma=1.0, max_radius=4.0))
+      inputs[f"uniform{radius:g}"] = _defocused(gt.image, radius)
+    inputs["encoded3"] = _defocused(gt.image, 3.0, gamma=1.0)
     for kind, photo in inputs.items():
       out, info = deblur_uniform(photo, search)
       change = psnr(out, gt.image) - psnr(photo, gt.image) if kind != "sharp" else \

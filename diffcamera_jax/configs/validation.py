@@ -108,12 +108,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor"):
       if config.objective[field] < 0:
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
-  if float(config.objective.get("camera_search_threshold", 0.04)) <= 0:
-    raise ConfigError(f"config.objective.camera_search_threshold="
-                      f"{config.objective.camera_search_threshold} must be > 0")
-  if float(config.objective.get("uniform_search_min_gain", 0.65)) <= 0:
-    raise ConfigError(f"config.objective.uniform_search_min_gain="
-                      f"{config.objective.uniform_search_min_gain} must be > 0")
+  for field in ("camera_search_threshold", "uniform_search_min_gain"):  # absent: the default
+    if field in config.objective and float(config.objective[field]) <= 0:
+      raise ConfigError(f"config.objective.{field}={config.objective[field]} must be > 0")
   if config.objective.stack_weight < 0:
     raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
   flow_floor = config.objective.get("flow_mse_floor", 0.0)
