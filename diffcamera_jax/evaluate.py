@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--size", type=_size, default=None,
                  help="HxW of the scenes (default: the model's training size, else 64x64)")
   p.add_argument("--no-depth", action="store_true", help="run the models without depth")
+  p.add_argument("--depth-corruption", default=None, metavar="KIND[,KIND...]",
+                 help="also score the renderer, baseline and models given corrupted depth, one "
+                      "row per kind: 'all' or a list of blur, warp, noise, coarse, holes "
+                      "(diffcamera_jax/evaluation/depth_corruption.py); scored against the true "
+                      "depth")
   p.add_argument("--folder", help="also score image+depth pairs from this folder")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: each model's)")
   p.add_argument("--batch-size", type=int, default=8)
@@ -110,6 +115,12 @@ def check_args(args: argparse.Namespace) -> None:
   if args.depth_model is not None and args.no_depth:
     raise ValueError("--depth-model and --no-depth exclude each other: the first supplies "
                      "estimated depth, the second none")
+  if args.depth_corruption is not None:
+    from diffcamera_jax.evaluation import depth_corruption
+    depth_corruption.parse_kinds(args.depth_corruption)
+    if args.no_depth or args.depth_model is not None:
+      raise ValueError("--depth-corruption corrupts the true depth: it excludes --no-depth and "
+                       "--depth-model")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
   ensure_writable_dir(args.out, "--out")
@@ -172,7 +183,23 @@ def load_methods(args: argparse.Namespace, estimator=None
       label, method = f"{name} (estimated depth)", estimated.wrap(method)
     methods[label] = method
     size = size or tuple(refocuser.config.data.image_size)
+  if getattr(args, "depth_corruption", None):
+    methods = with_corrupted_depth(methods, args.depth_corruption, seed=args.seed)
   return methods, size
+
+
+def with_corrupted_depth(methods: dict[str, Callable], kinds: str, seed: int = 0
+                         ) -> dict[str, Callable]:
+  """`methods` plus, for each corruption kind, a row `NAME (depth: KIND)` of every method that
+  reads depth (all but the input unchanged) given the corrupted map."""
+  from diffcamera_jax.evaluation import depth_corruption
+  out = dict(methods)
+  for kind in depth_corruption.parse_kinds(kinds):
+    for name, method in methods.items():
+      if name != "input unchanged":
+        label = name.replace(" (true depth)", "")
+        out[f"{label} (depth: {kind})"] = depth_corruption.wrap(method, kind, seed)
+  return out
 
 
 def _request_key(reference, focus, blur) -> bytes:

@@ -11,7 +11,9 @@ from diffcamera_jax.configs.validation import ConfigError, resolve_mesh_shape, v
 def test_default_configs_are_valid():
   validate_config(default.get_config(), num_devices=1)
   validate_config(default.get_config("tiny"), num_devices=1)
+  validate_config(default.get_config("paper"), num_devices=1)
   validate_config(gpu.get_config(), num_devices=1)
+  validate_config(gpu.get_config("paper"), num_devices=1)
   validate_config(tpu_v4.get_config("procedural"), num_devices=16)
   from diffcamera_jax.configs import flux_lora
   for variant in ("", "1024"):
@@ -38,6 +40,7 @@ def test_unknown_field_is_named():
     ("model.restorer.depth_widths", (8, 0, 32), r"config\.model\.restorer\.depth_widths"),
     ("objective.camera_search_threshold", 0.0, r"config\.objective\.camera_search_threshold"),
     ("objective.uniform_search_min_gain", 0.0, r"config\.objective\.uniform_search_min_gain"),
+    ("model.pixel_widths", (16, 32), r"config\.model\.pixel_widths.*expected 3"),
 ])
 def test_bad_values_are_named(field, value, message):
   config = default.get_config()

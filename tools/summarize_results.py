@@ -4,7 +4,9 @@
 
 For every method and task: mean PSNR, and the mean per-scene difference to each baseline with its
 standard error and the share of scenes where the method is better; LVCorr, focus accuracy and
-stacking consistency means.
+stacking consistency means. With `evaluate --depth-corruption` rows (`NAME (depth: KIND)`), also
+each method's margin over the renderer given the same corrupted map, per kind and averaged over
+the kinds (per scene first, then mean ± standard error over scenes).
 """
 import argparse
 import json
@@ -44,7 +46,26 @@ def summarize(path: str) -> str:
       lines.append("  " + "; ".join(cells))
     lines.append(f"  LVCorr {np.nanmean(s['sweep/lvcorr']):.3f}; stacking PSNR "
                  f"{np.nanmean(s['stacking/psnr']):.2f}")
+  lines += corrupted_depth_margins(per)
   return "\n".join(lines)
+
+
+def corrupted_depth_margins(per: dict) -> list[str]:
+  """Lines: each method's PSNR minus the renderer's, both given the same corrupted map."""
+  kinds = sorted({m.rsplit("(depth: ", 1)[1][:-1] for m in per if "(depth: " in m})
+  if not kinds:
+    return []
+  names = sorted({m.rsplit(" (depth: ", 1)[0] for m in per if "(depth: " in m} - {"renderer"})
+  lines = ["## corrupted depth: margin over the renderer given the same map"]
+  for name in names:
+    for task in ("bokeh", "refocus", "deblur"):
+      diffs = {k: per[f"{name} (depth: {k})"][f"{task}/psnr"]
+               - per[f"renderer (depth: {k})"][f"{task}/psnr"] for k in kinds}
+      mean = np.mean(np.stack(list(diffs.values())), axis=0)
+      cells = [f"{k} {d.mean():+.2f}" for k, d in diffs.items()]
+      lines.append(f"  {name} {task}: mean over kinds {mean.mean():+.3f} ± {_se(mean):.3f} "
+                   f"({', '.join(cells)})")
+  return lines
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from diffcamera_jax.configs import default
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Single-GPU training; `arg='tfds'` reads the prepared `image_depth_folder` dataset."""
+  """Single-GPU training; `arg='tfds'` reads the prepared `image_depth_folder` dataset, `arg='paper'`
+  trains the paper's formulation (`default.apply_paper`) on the procedural scenes."""
   config = default.get_config()
   config.data.image_size = (256, 256)
   config.data.batch_size = 32
@@ -27,6 +28,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if arg == "tfds":
     config.data.source = "tfds"
     config.data.tfds_data_dir = "/data/tfds"
+  elif arg == "paper":
+    default.apply_paper(config, pixel_widths=(32, 64, 128))
   elif arg:
-    raise ValueError(f"configs/gpu.py: unknown variant {arg!r} (expected '' or 'tfds')")
+    raise ValueError(f"configs/gpu.py: unknown variant {arg!r} (expected '', 'tfds' or 'paper')")
   return config

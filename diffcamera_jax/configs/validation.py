@@ -72,6 +72,16 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     raise ConfigError(f"config.model.name={model.name!r}: expected 'dit' or 'flux'")
   if model.remat not in ("none", "full", "dots"):
     raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
+  pixel_widths = tuple(model.get("pixel_widths", ()))
+  if pixel_widths:
+    levels = int(model.patch_size).bit_length() - 1
+    if model.name != "dit" or model.patch_size < 2 or 2 ** levels != model.patch_size:
+      raise ConfigError(f"config.model.pixel_widths={pixel_widths} needs the DiT with a patch "
+                        f"size that is a power of two >= 2, got {model.name!r} with patch "
+                        f"{model.patch_size}")
+    if len(pixel_widths) != levels or min(int(w) for w in pixel_widths) <= 0:
+      raise ConfigError(f"config.model.pixel_widths={pixel_widths}: expected {levels} positive "
+                        f"channel counts (strides 1 to {model.patch_size // 2})")
   for field in ("dtype", "param_dtype"):
     if model[field] not in DTYPES:
       raise ConfigError(f"config.model.{field}={model[field]!r}: expected one of {sorted(DTYPES)}")

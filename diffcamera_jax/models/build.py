@@ -31,6 +31,8 @@ def build_model(config: ml_collections.ConfigDict,
       mlp_activation=m.mlp_activation, dropout_rate=m.dropout, remat=m.remat,
       scan_layers=m.scan_layers, attention_chunk=m.attention_chunk,
       use_prior=config.objective.get("prior", "none") != "none",
+      pixel_widths=tuple(m.get("pixel_widths", ())),
+      camera_adaln=bool(m.get("camera_adaln", False)),
       restorer=build_restorer(config),
       dtype=config_dtype(m.dtype, "dtype"), param_dtype=config_dtype(m.param_dtype, "param_dtype"))
   return model, codec

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from diffcamera_jax.models.camera import CameraEmbedder
 from diffcamera_jax.models.layers import (MLP_ACTIVATIONS, DiTBlock, FinalLayer, TimestepEmbedder,
                                           constrain, dense, partitioned)
+from diffcamera_jax.models.pixel_path import (PixelHead, PixelStem, camera_maps, disparity_at,
+                                              num_levels)
 from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.rope import grid_positions, rope_tables
 from diffcamera_jax.models.sizes import ModelSize
@@ -66,6 +68,12 @@ class DiT(nn.Module):
   scan_layers: bool = False
   attention_chunk: int = 0  # query block size of attention (bounds score memory; 0 = off)
   use_prior: bool = False  # take the physics prior as a further input (objective.prior != "none")
+  # Channels of a convolutional stem and head at the latent grid's resolution, one per stride
+  # 1, 2, ..., patch_size / 2 (`models/pixel_path.py`); () = tokens alone.
+  pixel_widths: tuple[int, ...] = ()
+  # Also condition every block's adaLN on the camera (its Fourier features through an MLP, added
+  # to the timestep's vector), as DiT conditions on a class, beside the in-context camera tokens.
+  camera_adaln: bool = False
   # The restoration stage (`models/restorer.py`, objective.prior="restore"), run by `restore`;
   # None: no restoration stage.
   restorer: Restorer | None = None
@@ -97,6 +105,9 @@ class DiT(nn.Module):
                        f"{self.patch_size}")
     if reference.shape != x_t.shape:
       raise ValueError(f"DiT: reference must have x_t's shape {x_t.shape}, got {reference.shape}")
+    if self.pixel_widths and len(self.pixel_widths) != num_levels(self.patch_size):
+      raise ValueError(f"DiT: pixel_widths needs {num_levels(self.patch_size)} entries (one per "
+                       f"stride-2 step of patch {self.patch_size}), got {self.pixel_widths}")
     if prior is not None and not self.use_prior:
       raise ValueError("DiT: a prior was given but the model was built with use_prior=False")
     if prior is not None and prior.shape != x_t.shape:
@@ -167,6 +178,15 @@ class DiT(nn.Module):
       prior = reference if prior is None else prior
       reference_tokens = reference_tokens + embed(prior, "prior_embed")
     depth = self._depth_tokens(disparity, depth_keep, (h, w), b, kw)
+    c = TimestepEmbedder(width, name="t_embed", **kw)(t)
+    if self.camera_adaln:
+      c = c + CameraEmbedder(1, width, self.camera_frequencies, name="camera_adaln",
+                             **kw)(camera)[:, 0].astype(c.dtype)
+    skips = None
+    if self.pixel_widths:
+      stem_tokens, skips = PixelStem(self.pixel_widths, width, name="pixel_stem", **kw)(
+          self._pixel_inputs(x_t, reference, prior, disparity, depth_keep, camera), c)
+      target = target + stem_tokens
     if self.depth_mode == "fold":
       streams = [reference_tokens + depth, target]
     else:
@@ -185,7 +205,24 @@ class DiT(nn.Module):
     cos, sin = rope_tables(positions, self.size.head_dim, self.rope_theta)
     x = constrain(x, ("batch", "length", "embed"))
 
-    c = TimestepEmbedder(width, name="t_embed", **kw)(t)
     x = self._blocks(x, c, cos, sin, train)
     out = FinalLayer(self.patch_size ** 2 * self.latent_channels, name="final", **kw)(x[:, -n:], c)
-    return unpatchify(out, grid_hw, self.patch_size).astype(jnp.float32)
+    out = unpatchify(out, grid_hw, self.patch_size)
+    if skips is not None:
+      out = out + PixelHead(self.pixel_widths, self.latent_channels, name="pixel_head", **kw)(
+          x[:, -n:], grid_hw, skips, c)
+    return out.astype(jnp.float32)
+
+  def _pixel_inputs(self, x_t, reference, prior, disparity, depth_keep, camera) -> jnp.ndarray:
+    """The stem's per-pixel input: noisy target, reference, prior (when used), disparity at the
+    latent grid on [-1, 1] (zero where dropped or absent), a flag saying it is present, and the
+    camera as maps (`pixel_path.camera_maps`)."""
+    b, h, w, _ = x_t.shape
+    if disparity is None:
+      disparity, depth_keep = jnp.zeros((b, h, w), jnp.float32), jnp.zeros((b,), bool)
+    keep = depth_keep.astype(jnp.float32)[:, None, None]
+    depth = jnp.stack([(2.0 * disparity_at(disparity, (h, w)) - 1.0) * keep,
+                       jnp.broadcast_to(keep, (b, h, w))], axis=-1)
+    parts = [x_t, reference] + ([prior] if self.use_prior else []) + [depth,
+                                                                       camera_maps(camera, (h, w))]
+    return jnp.concatenate([p.astype(self.dtype) for p in parts], axis=-1)

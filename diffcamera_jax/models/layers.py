@@ -229,3 +229,46 @@ class FinalLayer(nn.Module):
                  mod[:, 0], mod[:, 1])
     return dense(self.out_features, ("embed", "channels"), ("channels",), name="proj",
                  zero_init=True, **kw)(h)
+
+
+class Conv(nn.Module):
+  """3x3 (or 1x1) convolution with logically named parameters (replicated over the mesh)."""
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  zero_init: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    init = nn.initializers.zeros_init() if self.zero_init else nn.initializers.lecun_normal()
+    return nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+                   kernel_init=partitioned(init, (None, None, "channels", None)),
+                   bias_init=partitioned(nn.initializers.zeros_init(), (None,)), dtype=self.dtype,
+                   param_dtype=self.param_dtype)(x)
+
+
+class ResBlock(nn.Module):
+  """Pre-activation residual block of two 3x3 convolutions; with a conditioning vector `cond`
+  `[B, D]`, its hidden features are scaled and shifted by a zero-initialised projection of it
+  (FiLM, as diffusion U-Nets take their time embedding), so the block starts unconditioned."""
+  features: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, cond: jnp.ndarray | None = None) -> jnp.ndarray:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    conv = self.conv_class()
+    h = conv(self.features, **kw)(nn.silu(x))
+    if cond is not None:
+      film = dense((2, self.features), ("embed", None, "channels"), (None, "channels"),
+                   name="film", zero_init=True, **kw)(nn.silu(cond))
+      h = h * (1 + film[:, None, None, 0]) + film[:, None, None, 1]
+    h = conv(self.features, **kw)(nn.silu(h))
+    return x + h
+
+  def conv_class(self) -> type:
+    """The convolution module (a subclass may rename it, and so its parameters)."""
+    return Conv

@@ -20,41 +20,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffcamera_jax.models.layers import partitioned
+from diffcamera_jax.models.layers import Conv, ResBlock
 from diffcamera_jax.optics.deconvolve import wiener_bank
 
 _LEVELS = 2  # two stride-2 downsamplings: inputs are padded to a multiple of 4
 
 
-class _Conv(nn.Module):
-  """3x3 (or 1x1) convolution with logically named parameters (replicated over the mesh)."""
-  features: int
-  kernel: int = 3
-  stride: int = 1
-  zero_init: bool = False
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    init = nn.initializers.zeros_init() if self.zero_init else nn.initializers.lecun_normal()
-    return nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
-                   kernel_init=partitioned(init, (None, None, "channels", None)),
-                   bias_init=partitioned(nn.initializers.zeros_init(), (None,)), dtype=self.dtype,
-                   param_dtype=self.param_dtype)(x)
+class _Conv(Conv):
+  """`layers.Conv` under the name exported restoration stages store their parameters by."""
 
 
-class _ResBlock(nn.Module):
-  features: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class _ResBlock(ResBlock):
+  """`layers.ResBlock` under the name exported restoration stages store their parameters by."""
 
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    h = _Conv(self.features, **kw)(nn.silu(x))
-    h = _Conv(self.features, **kw)(nn.silu(h))
-    return x + h
+  def conv_class(self) -> type:
+    return _Conv
 
 
 def fit_defocus(blur: jnp.ndarray, disparity: jnp.ndarray, weights: jnp.ndarray | None = None,
