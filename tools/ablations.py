@@ -48,7 +48,8 @@ def run_one(root: str, flags: str, seed: int, steps: int, evaluations: list[str]
   log = os.path.join(work, "log.txt")
   export = os.path.join(work, "export")
   extra = shlex.split(flags)
-  config = next((f for f in extra if f.startswith("--config=")), "--config=configs/default.py:paper")
+  config = next((f for f in extra if f.startswith("--config=")),
+                "--config=configs/default.py:paper")
   extra = [f for f in extra if not f.startswith("--config=")]
   py = sys.executable
   if not os.path.isfile(os.path.join(export, "config.json")):

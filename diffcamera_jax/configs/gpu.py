@@ -5,8 +5,8 @@ from diffcamera_jax.configs import default
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Single-GPU training; `arg='tfds'` reads the prepared `image_depth_folder` dataset, `arg='paper'`
-  trains the paper's formulation (`default.apply_paper`) on the procedural scenes."""
+  """Single-GPU training; `arg='tfds'` reads the prepared `image_depth_folder` dataset,
+  `arg='paper'` trains the paper's formulation (`default.apply_paper`) on the procedural scenes."""
   config = default.get_config()
   config.data.image_size = (256, 256)
   config.data.batch_size = 32

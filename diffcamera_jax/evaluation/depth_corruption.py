@@ -81,7 +81,7 @@ CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] 
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
-  """`"blur,warp"` -> ("blur", "warp"); `"all"` -> every kind. Raises ValueError naming a bad one."""
+  """`"blur,warp"` -> ("blur", "warp"); `"all"` -> every kind. A bad list: ValueError naming it."""
   kinds = tuple(k.strip() for k in text.split(",") if k.strip())
   if kinds == ("all",):
     return tuple(CORRUPTIONS)

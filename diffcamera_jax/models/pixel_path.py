@@ -8,9 +8,9 @@ stride-2 convolutions to the token grid and adds the result to the target tokens
 upsamples the transformer's target tokens back, level by level, joined by the stem's features
 at each level (a U-Net around the transformer, as in U-ViT and hourglass DiTs), and ends in a
 zero-initialised convolution. Every residual block of both is scaled and shifted by the DiT's
-conditioning vector (timestep and camera). Blur, which is local and spatially varying, is then computed at
-pixel scale, while attention carries what is global (the disparity at the focus point, the
-requested camera).
+conditioning vector (timestep and camera). Blur, which is local and spatially varying, is then
+computed at pixel scale, while attention carries what is global (the disparity at the focus
+point, the requested camera).
 """
 from __future__ import annotations
 
