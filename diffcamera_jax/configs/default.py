@@ -50,9 +50,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Channels of a convolutional stem and head at full latent resolution around the tokens, one
   # per stride 1, 2, ..., patch_size / 2 (models/pixel_path.py); () = tokens alone.
   config.model.pixel_widths = ()
-  # The pixel stem pools the image by a learned score after its input convolution (a readout of
-  # the focus point's surroundings for every pixel; models/pixel_path.py).
-  config.model.pixel_focus_readout = False
   # Condition the blocks' adaLN on the camera too (beside the in-context camera tokens).
   config.model.camera_adaln = False
   config.model.attention_chunk = 0  # query block size of attention; > 0 bounds its memory

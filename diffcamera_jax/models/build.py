@@ -33,7 +33,6 @@ def build_model(config: ml_collections.ConfigDict,
       use_prior=config.objective.get("prior", "none") != "none",
       pixel_widths=tuple(m.get("pixel_widths", ())),
       camera_adaln=bool(m.get("camera_adaln", False)),
-      pixel_focus_readout=bool(m.get("pixel_focus_readout", False)),
       restorer=build_restorer(config),
       dtype=config_dtype(m.dtype, "dtype"), param_dtype=config_dtype(m.param_dtype, "param_dtype"))
   return model, codec

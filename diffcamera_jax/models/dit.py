@@ -71,7 +71,6 @@ class DiT(nn.Module):
   # Channels of a convolutional stem and head at the latent grid's resolution, one per stride
   # 1, 2, ..., patch_size / 2 (`models/pixel_path.py`); () = tokens alone.
   pixel_widths: tuple[int, ...] = ()
-  pixel_focus_readout: bool = False  # the stem pools the image by a learned score (FocusReadout)
   # Also condition every block's adaLN on the camera (its Fourier features through an MLP, added
   # to the timestep's vector), as DiT conditions on a class, beside the in-context camera tokens.
   camera_adaln: bool = False
@@ -185,8 +184,7 @@ class DiT(nn.Module):
                              **kw)(camera)[:, 0].astype(c.dtype)
     skips = None
     if self.pixel_widths:
-      stem_tokens, skips = PixelStem(self.pixel_widths, width, self.pixel_focus_readout,
-                                     name="pixel_stem", **kw)(
+      stem_tokens, skips = PixelStem(self.pixel_widths, width, name="pixel_stem", **kw)(
           self._pixel_inputs(x_t, reference, prior, disparity, depth_keep, camera), c)
       target = target + stem_tokens
     if self.depth_mode == "fold":

@@ -31,27 +31,6 @@ def num_levels(patch_size: int) -> int:
   return levels
 
 
-class FocusReadout(nn.Module):
-  """Attention pooling over the image, broadcast back: `[B, h, w, C]` -> the same plus a projection
-  of `sum_p softmax(score)_p value_p`. Refocusing needs each pixel's disparity relative to the
-  disparity at the focus point, a value that lives at one place in the frame; with the focus
-  bump among its inputs the score can learn to peak there, so every pixel gets that value in one
-  layer rather than through the token grid. The projection starts at zero."""
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    b, height, width, c = h.shape
-    act = nn.silu(h)
-    score = Conv(1, kernel=1, name="score", **kw)(act).reshape(b, height * width)
-    weights = jax.nn.softmax(score.astype(jnp.float32), axis=-1)
-    value = Conv(c, kernel=1, name="value", **kw)(act).reshape(b, height * width, c)
-    pooled = jnp.einsum("bp,bpc->bc", weights, value.astype(jnp.float32)).astype(h.dtype)
-    return h + Conv(c, kernel=1, zero_init=True, name="out", **kw)(pooled[:, None, None, :])
-
-
 class PixelStem(nn.Module):
   """`[B, h, w, C_in]` and the conditioning vector `[B, D]` -> (token features `[B, N, width]`,
   per-level features for the head).
@@ -60,7 +39,6 @@ class PixelStem(nn.Module):
   """
   widths: tuple[int, ...]
   width: int
-  focus_readout: bool = False  # a `FocusReadout` after the input convolution
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -69,8 +47,6 @@ class PixelStem(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     skips = []
     h = Conv(self.widths[0], name="in", **kw)(x)
-    if self.focus_readout:
-      h = FocusReadout(name="focus_readout", **kw)(h)
     for level, features in enumerate(self.widths):
       if level:
         h = Conv(features, stride=2, name=f"down_{level}", **kw)(nn.silu(h))

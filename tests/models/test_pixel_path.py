@@ -87,3 +87,4 @@ def test_paper_config_builds_the_pixel_path():
   assert model.pixel_widths == tuple(config.model.pixel_widths) and not model.use_prior
   assert num_levels(config.model.patch_size) == len(config.model.pixel_widths)
 
+
