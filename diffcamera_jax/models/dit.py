@@ -4,8 +4,10 @@ One token sequence per example: `[camera | depth | reference | noisy target]` (o
 `depth_mode="fold"`, the depth projection added to the reference tokens:
 `[camera | reference+depth | noisy target]`, a third shorter). The reference, depth and target
 grids are spatially aligned and share their 2-D RoPE positions; camera tokens sit at position
-(0, 0). A learned per-stream embedding tells the aligned grids apart. The timestep drives
-adaLN-zero; the output is read from the target tokens only.
+(0, 0). A learned per-stream embedding tells the aligned grids apart. The timestep (and with
+`camera_adaln` the camera) drives adaLN-zero; the output is read from the target tokens only. With
+`pixel_widths`, a convolutional stem and head at full latent resolution (`pixel_path.py`) add to
+the target tokens and to the output.
 """
 from typing import Any
 
@@ -223,6 +225,6 @@ class DiT(nn.Module):
     keep = depth_keep.astype(jnp.float32)[:, None, None]
     depth = jnp.stack([(2.0 * disparity_at(disparity, (h, w)) - 1.0) * keep,
                        jnp.broadcast_to(keep, (b, h, w))], axis=-1)
-    parts = [x_t, reference] + ([prior] if self.use_prior else []) + [depth,
-                                                                       camera_maps(camera, (h, w))]
+    parts = [x_t, reference, *([prior] if self.use_prior else []), depth,
+             camera_maps(camera, (h, w))]
     return jnp.concatenate([p.astype(self.dtype) for p in parts], axis=-1)
