@@ -69,6 +69,10 @@ class RegressionNet(nn.Module):
     h, w = reference.shape[1:3]
     x = condition_maps(reference, disparity, depth_keep, focus, blur, self.blur_top)
     feats = UNet(self.widths, global_context=True)(pad_to_multiple(x, 4))[:, :h, :w]
+    # The U-Net has no normalisation; trained, its features drifted to about -2e4, where SiLU
+    # is 0 everywhere and the head returned the input plus its bias. Normalised, the head always
+    # sees features of unit scale.
+    feats = nn.LayerNorm(name="head_norm")(feats)
     residual = nn.Conv(3, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros_init())(
         nn.silu(feats))
     return reference + residual
