@@ -34,6 +34,7 @@ import optax
 from diffcamera_jax.objective.example import Example, make_simulate_fn, max_blur_radius
 from diffcamera_jax import optics
 from diffcamera_jax.cli import EXIT_BAD_INPUT
+from diffcamera_jax.models.pixel_path import focus_bump
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
 
 WIDTHS = (24, 48, 96)
@@ -47,10 +48,7 @@ def condition_maps(reference: jnp.ndarray, disparity: jnp.ndarray | None, depth_
     disparity, depth_keep = jnp.zeros((b, h, w)), jnp.zeros((b,), bool)
   keep = depth_keep.astype(jnp.float32)[:, None, None]
   coc = optics.signed_coc(disparity, optics.focus_disparity(disparity, focus), blur) * keep
-  ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
-  xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
-  bump = jnp.exp(-((xs[None, None, :] - focus[:, 0, None, None]) ** 2
-                   + (ys[None, :, None] - focus[:, 1, None, None]) ** 2) / (2 * 0.05 ** 2))
+  bump = focus_bump(focus, (h, w))
   scale = max(blur_top, 1e-6)
   maps = [2.0 * reference - 1.0, ((2.0 * disparity - 1.0) * keep)[..., None],
           jnp.broadcast_to(keep, (b, h, w))[..., None], (coc / scale)[..., None],

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffcamera_jax.models.layers import Conv, ResBlock, dense, partitioned
+from diffcamera_jax.models.layers import Conv, ResBlock, dense
 
 
 def num_levels(patch_size: int) -> int:
@@ -93,17 +93,24 @@ def disparity_at(disparity: jnp.ndarray, latent_hw: tuple[int, int]) -> jnp.ndar
 FOCUS_BUMP_WIDTH = 0.05  # the focus-point bump's standard deviation, a fraction of the frame
 
 
+def focus_bump(focus: jnp.ndarray, hw: tuple[int, int],
+               width: float = FOCUS_BUMP_WIDTH) -> jnp.ndarray:
+  """A Gaussian bump `[B, h, w]` of standard deviation `width` (a fraction of the frame) at each
+  focus point `[B, 2]` (x, y in [0, 1]), on pixel centres."""
+  h, w = hw
+  ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
+  return jnp.exp(-((xs[None, None, :] - focus[:, 0, None, None]) ** 2
+                   + (ys[None, :, None] - focus[:, 1, None, None]) ** 2) / (2 * width ** 2))
+
+
 def camera_maps(camera: jnp.ndarray, hw: tuple[int, int]) -> jnp.ndarray:
   """The camera features `[B, F]` as per-pixel maps `[B, h, w, F + 1]`: each feature broadcast,
   and a Gaussian bump at the focus point (features 0, 1: x, y in [0, 1]), so convolutions see
   where the focus point lies relative to each pixel."""
   b, f = camera.shape
   h, w = hw
-  ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
-  xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
-  bump = jnp.exp(-((xs[None, None, :] - camera[:, 0, None, None]) ** 2
-                   + (ys[None, :, None] - camera[:, 1, None, None]) ** 2)
-                 / (2 * FOCUS_BUMP_WIDTH ** 2))
+  bump = focus_bump(camera[:, :2], hw)
   flat = jnp.broadcast_to(camera[:, None, None, :], (b, h, w, f))
   return jnp.concatenate([flat, bump[..., None]], axis=-1)
 
