@@ -16,8 +16,24 @@ def test_summary_across_seeds():
   results = {"a": {0: {evaluation: _methods([1.0, 2.0, 3.0])},
                    1: {evaluation: _methods([3.0, 4.0, None])}}}
   table = ablations.summarise(results, {"a": ""}, [0, 1], [evaluation])[evaluation]["a"]
-  row = table["bokeh/psnr"]
+  assert list(table) == ["model"]  # the input's row is not the model's
+  row = table["model"]["bokeh/psnr"]
   assert row["per_seed"] == [2.0, 3.5]  # undefined (None) scene scores are left out
   assert row["mean"] == 2.75
   np.testing.assert_allclose(row["se_seeds"], np.std([2.0, 3.5], ddof=1) / np.sqrt(2))
   np.testing.assert_allclose(row["per_scene_se"][0], np.std([1, 2, 3], ddof=1) / np.sqrt(3))
+
+
+def test_corrupted_depth_rows_and_their_mean():
+  evaluation = "--depth-corruption all"
+  methods = _methods([1.0, 2.0])
+  methods["model (depth: blur)"] = {m: [3.0, 5.0] for m in ablations.METRICS}
+  methods["model (depth: warp)"] = {m: [5.0, None] for m in ablations.METRICS}
+  methods["renderer (depth: blur)"] = {m: [9.0, 9.0] for m in ablations.METRICS}
+  results = {"a": {0: {evaluation: methods}}}
+  table = ablations.summarise(results, {"a": ""}, [0], [evaluation])[evaluation]["a"]
+  assert set(table) == {"model", "model (depth: blur)", "model (depth: warp)",
+                        ablations.CORRUPTED_MEAN}
+  assert table["model (depth: blur)"]["sweep/lvcorr"]["per_seed"] == [4.0]
+  # per scene: mean of blur and warp (4.0); a scene missing in one corruption is left out
+  assert table[ablations.CORRUPTED_MEAN]["bokeh/psnr"]["per_seed"] == [4.0]

@@ -11,9 +11,10 @@ EXTRA_FLAGS to change the base). Per arm and seed it runs `diffcamera_jax.train`
 (`ROOT/NAME_sSEED`; an interrupted run resumes from its last checkpoint when started again),
 `diffcamera_jax.export` (skipped when the export exists), then `diffcamera_jax.evaluate` once per
 `--evaluate` argument set (skipped when its results exist). Arms with the same flags share runs
-(`stack` and `drop` above are both the plain variant). `--out` gets, per evaluation and arm, each
-metric's mean over seeds with the standard error across seeds, and the per-scene standard error
-of each seed's mean.
+(`stack` and `drop` above are both the plain variant). `--out` gets, per evaluation, arm and model row
+(`model`, each `model (depth: KIND)`, and their per-scene mean over the corruptions), each metric's
+mean over seeds with the standard error across seeds, and the per-scene standard error of each
+seed's mean.
 """
 from __future__ import annotations
 
@@ -70,25 +71,43 @@ def run_one(root: str, flags: str, seed: int, steps: int, evaluations: list[str]
   return scores
 
 
+CORRUPTED_MEAN = "model (depth: mean over corruptions)"
+
+
+def _model_rows(methods: dict) -> dict:
+  """The model's rows of one evaluation (`model`, `model (depth: KIND)`, ...), and where there are
+  corrupted-depth rows, their per-scene mean as `CORRUPTED_MEAN`."""
+  rows = {name: r for name, r in methods.items() if name.startswith("model")}
+  corrupted = [r for name, r in rows.items() if name.startswith("model (depth:")]
+  if corrupted:
+    rows[CORRUPTED_MEAN] = {
+        metric: [None if any(r[metric][i] is None for r in corrupted)
+                 else float(np.mean([r[metric][i] for r in corrupted]))
+                 for i in range(len(corrupted[0][metric]))]
+        for metric in METRICS}
+  return rows
+
+
 def summarise(results: dict, arms: dict, seeds: list[int], evaluations: list[str]) -> dict:
-  """Per evaluation and arm: mean over seeds ± SE across seeds, and each seed's per-scene SE."""
+  """Per evaluation, arm and model row (`_model_rows`): each metric's mean over seeds ± SE across
+  seeds, and each seed's per-scene SE."""
   out = {}
   for args in evaluations:
     table = {}
     for arm in arms:
-      rows = {}
-      for metric in METRICS:
-        per_seed, scene_se = [], []
-        for seed in seeds:
-          methods = results[arm][seed][args]
-          model = next(m for m in methods if m.startswith("model"))
-          v = np.asarray([np.nan if x is None else x for x in methods[model][metric]], np.float64)
-          v = v[np.isfinite(v)]
-          per_seed.append(float(v.mean()))
-          scene_se.append(_se(v))
-        rows[metric] = {"mean": float(np.mean(per_seed)), "se_seeds": _se(np.asarray(per_seed)),
-                        "per_seed": per_seed, "per_scene_se": scene_se}
-      table[arm] = rows
+      per_row: dict = {}
+      for seed in seeds:
+        for name, scores in _model_rows(results[arm][seed][args]).items():
+          for metric in METRICS:
+            v = np.asarray([np.nan if x is None else x for x in scores[metric]], np.float64)
+            v = v[np.isfinite(v)]
+            entry = per_row.setdefault(name, {}).setdefault(metric, ([], []))
+            entry[0].append(float(v.mean()))
+            entry[1].append(_se(v))
+      table[arm] = {name: {metric: {"mean": float(np.mean(m)), "se_seeds": _se(np.asarray(m)),
+                                    "per_seed": m, "per_scene_se": se}
+                           for metric, (m, se) in rows.items()}
+                    for name, rows in per_row.items()}
     out[args] = table
   return out
 
@@ -117,9 +136,10 @@ def main(argv=None) -> int:
     json.dump(summary, f, indent=1)
   for evaluation, table in summary["results"].items():
     print(f"## evaluate {evaluation}")
-    for arm, rows in table.items():
-      print(f"  {arm}: " + "; ".join(f"{m} {r['mean']:.3f} ± {r['se_seeds']:.3f}"
-                                       for m, r in rows.items()))
+    for arm, models in table.items():
+      for name, rows in models.items():
+        print(f"  {arm} / {name}: " + "; ".join(f"{m} {r['mean']:.3f} ± {r['se_seeds']:.3f}"
+                                              for m, r in rows.items()))
   return 0
 
 
