@@ -9,6 +9,7 @@ Exit codes: 0 done; 1 internal error; 2 user error; 3 training stopped on a non-
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -21,9 +22,22 @@ EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_STALLED = 4
 
+# The largest blur (CoC radius, pixels at the photo's size) and the most frames one refocusing run
+# accepts: bounds on what a user number can make the programs do.
+MAX_BLUR = 150.0
+MAX_FRAMES = 256
+
 
 class UserError(ValueError):
   """A problem with the user's input (flag, config field, path, file); the message names it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse that raises a bad argument as `UserError` (one line, exit 2 in the programs)
+  instead of printing its usage and exiting."""
+
+  def error(self, message: str) -> NoReturn:
+    raise UserError(message)
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str) -> epath.Path:

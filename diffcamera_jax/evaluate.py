@@ -31,13 +31,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffcamera_jax.cli import EXIT_BAD_INPUT, add_model_weight_flags, ensure_writable_dir
+from diffcamera_jax.cli import (EXIT_BAD_INPUT, ArgumentParser, add_model_weight_flags,
+                                ensure_writable_dir)
 
 
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):
-    raise ValueError(message)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -58,7 +55,7 @@ def _ablation(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m diffcamera_jax.evaluate", description=__doc__.split("\n\n")[0])
+  p = ArgumentParser(prog="python -m diffcamera_jax.evaluate", description=__doc__.split("\n\n")[0])
   p.add_argument("--model", help="exported model directory (omit to score the baselines only)")
   p.add_argument("--ablation", type=_ablation, action="append", default=[],
                  help="NAME=DIR: another exported model shown side by side (repeatable)")

@@ -8,38 +8,66 @@ program and the notebooks load it with `load_exported`.
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from diffcamera_jax.cli import ensure_writable_dir
+from diffcamera_jax.cli import ArgumentParser, UserError, ensure_writable_dir
+from diffcamera_jax.user_files import read_json_object
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
 
-def save_exported(path: str, config: ml_collections.ConfigDict, params: Any) -> None:
-  """Writes `config.json` and `params/` under `path` (created; an existing export is refused)."""
+def save_exported(path: str, config: ml_collections.ConfigDict, params: Any, *,
+                  replace: bool = False) -> None:
+  """Writes `config.json` and `params/` under `path`.
+
+  The export is written beside `path` (`PATH.partial`) and renamed into place, so a failure leaves
+  no half-written model. A folder holding an earlier export is replaced only with `replace`; a
+  folder holding anything else is refused (`UserError`), so no file the programs did not write
+  is touched.
+  """
   path = os.path.abspath(path)
-  if os.path.exists(os.path.join(path, PARAMS_DIR)):
-    raise FileExistsError(f"{path} already holds an exported model; choose another --out")
-  ensure_writable_dir(path, "--out")
+  if os.path.lexists(path):
+    if not os.path.isdir(path):
+      raise UserError(f"--out {path} exists and is not a directory")
+    entries = sorted(os.listdir(path))
+    if entries and not (set(entries) <= {CONFIG_FILE, PARAMS_DIR}
+                        and os.path.isdir(os.path.join(path, PARAMS_DIR))):
+      raise UserError(f"--out {path} holds files that are not an export ({entries[:3]}"
+                      f"{' ...' if len(entries) > 3 else ''}); choose a new or empty folder")
+    if entries and not replace:
+      raise FileExistsError(f"{path} already holds an exported model; choose another --out "
+                            "(or --replace it)")
+  ensure_writable_dir(os.path.dirname(path), f"--out {path}: its folder")
+  staging = path + ".partial"
+  if jax.process_index() == 0 and os.path.lexists(staging):
+    shutil.rmtree(staging)  # left by an export that failed; named as ours
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(path, PARAMS_DIR), params)
+    checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
   if jax.process_index() == 0:
-    with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+    with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2))
+    if os.path.lexists(path):
+      old = path + ".replaced"
+      if os.path.lexists(old):
+        shutil.rmtree(old)
+      os.replace(path, old)
+      os.replace(staging, path)
+      shutil.rmtree(old)
+    else:
+      os.replace(staging, path)
 
 
 def load_config_json(path: str) -> ml_collections.ConfigDict:
-  """Reads a config written by `save_exported` (or beside a training checkpoint)."""
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
-  return _to_config(data)
+  """Reads a config written by `save_exported` (or beside a training checkpoint); a file that is
+  not a JSON object is a `UserError` naming it."""
+  return _to_config(read_json_object(path, "model config"))
 
 
 def _to_config(data: dict) -> ml_collections.ConfigDict:
@@ -70,7 +98,8 @@ def load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any]:
   return config, params
 
 
-def export_from_workdir(workdir: str, out: str, step: int | None = None) -> int:
+def export_from_workdir(workdir: str, out: str, step: int | None = None, *,
+                        replace: bool = False) -> int:
   """Writes the EMA params of checkpoint `step` (default: newest) of a training workdir to `out`."""
   from diffcamera_jax.training import checkpointing  # Local: keeps `load_exported` light for notebooks.
 
@@ -88,22 +117,24 @@ def export_from_workdir(workdir: str, out: str, step: int | None = None) -> int:
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   state = restored["state"]
   ema = state["ema_params"] if isinstance(state, dict) else state.ema_params
-  save_exported(out, config, ema)
+  save_exported(out, config, ema, replace=replace)
   manager.close()
   return step
 
 
 def main(argv: list[str] | None = None) -> int:
-  import argparse
   import sys
 
-  parser = argparse.ArgumentParser(description="Export EMA params + config for inference.")
+  parser = ArgumentParser(prog="python -m diffcamera_jax.export",
+                          description="Export EMA params + config for inference.")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--out", required=True)
   parser.add_argument("--step", type=int, default=None)
-  args = parser.parse_args(argv)
+  parser.add_argument("--replace", action="store_true",
+                      help="replace the export already in --out (never any other folder)")
   try:
-    step = export_from_workdir(args.workdir, args.out, args.step)
+    args = parser.parse_args(argv)
+    step = export_from_workdir(args.workdir, args.out, args.step, replace=args.replace)
   except (FileNotFoundError, FileExistsError, ValueError) as error:
     print(f"export: error: {error}", file=sys.stderr)
     return 2

@@ -12,17 +12,24 @@ either disparity (larger = nearer, what monocular estimators such as Depth-Anyth
 metric/relative depth (larger = farther); `kind` says which. Both are relative in practice, so by
 default the result is stretched to the full [0, 1] range.
 
+Only regular files are read (a FIFO would block), and an image's or `.npy` map's declared size is
+checked against a pixel limit before anything is decoded. Outputs are written under a temporary
+name in their folder and renamed, so a failed write never leaves half a file over an earlier one.
+
 Every failure is a `ValueError` whose message names the file.
 """
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Literal, Sequence
 
 import numpy as np
 from etils import epath
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from diffcamera_jax import user_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
@@ -31,17 +38,75 @@ DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
 # ------------------------------------------------------------------------------------ reading
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
-  """Opens and fully decodes `path`, turning every Pillow failure into a ValueError naming it."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise ValueError(f"{what} file not found: {path}")
+DEFAULT_MAX_PIXELS = 100_000_000  # above a 100 MP camera's frames; `max_pixels` raises it
+
+
+def open_image(path: str | os.PathLike, what: str = "image",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+  """Opens and fully decodes `path` (upright per its EXIF tag), turning every failure into a
+  ValueError naming `what` and the file.
+
+  Only regular files are opened (a FIFO would block), and the size the header declares is
+  checked against `max_pixels` before any pixel is decoded, so an image that would not fit is
+  refused at the cost of reading its header. Pillow's own decompression-bomb limit still applies
+  above it.
+  """
+  path = user_files.regular_file(path, f"{what} file")
   try:
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+      im = Image.open(path)
+    with im:
+      width, height = im.size
+      if width * height > max_pixels:
+        raise ValueError(f"{what} file {path}: {width}x{height} is {width * height / 1e6:.0f} "
+                         f"megapixels, over the limit of {max_pixels / 1e6:.0f} (raise it with "
+                         "--max-pixels)")
       im.load()
       return ImageOps.exif_transpose(im)
-  except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+  except ValueError as e:
+    if str(e).startswith(f"{what} file {path}:"):
+      raise
     raise ValueError(f"{what} file {path}: cannot decode it as an image ({e})") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, EOFError, MemoryError,
+          Image.DecompressionBombError) as e:
+    raise ValueError(f"{what} file {path}: cannot decode it as an image ({e})") from None
+
+
+def read_npy(path: str | os.PathLike, what: str = "depth",
+             max_elements: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """A `.npy` array, its header checked before anything is allocated: a regular, non-empty file
+  whose declared shape fits in `max_elements` and in the bytes the file holds; no pickled
+  objects. Failures are ValueErrors naming `what` and the file."""
+  path = user_files.regular_file(path, f"{what} file")
+  where = f"{what} file {path}"
+  size = user_files.file_size(path)
+  if size == 0:
+    raise ValueError(f"{where}: is empty (0 bytes)")
+  try:
+    with open(path, "rb") as f:
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)
+      shape, fortran, dtype = read_header(f)
+      offset = f.tell()
+      if dtype.hasobject:
+        raise ValueError(f"{where}: holds Python objects, not numbers")
+      count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+      if count > max_elements:
+        raise ValueError(f"{where}: declares shape {shape} ({count} elements), over the limit "
+                         f"of {max_elements} (raise it with --max-pixels)")
+      if count * dtype.itemsize > size - offset:
+        raise ValueError(f"{where}: declares shape {shape} of {dtype} ({count * dtype.itemsize} "
+                         f"bytes) but holds {size - offset} bytes of data (truncated?)")
+      a = np.fromfile(f, dtype=dtype, count=count)
+    return a.reshape(shape, order="F" if fortran else "C")
+  except ValueError as e:
+    if str(e).startswith(where):
+      raise
+    raise ValueError(f"{where}: cannot read it as a .npy array ({e})") from None
+  except (OSError, EOFError) as e:
+    raise ValueError(f"{where}: cannot read it as a .npy array ({e})") from None
 
 
 def _high_bit_gray(im: Image.Image) -> np.ndarray:
@@ -70,20 +135,16 @@ def pil_to_array(im: Image.Image, *, alpha: Literal["white", "drop"] = "white") 
   return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_image(path: str | os.PathLike, *, alpha: Literal["white", "drop"] = "white") -> np.ndarray:
+def load_image(path: str | os.PathLike, *, alpha: Literal["white", "drop"] = "white",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Reads an image file as float32 sRGB `[H, W, 3]` in [0, 1], upright per its EXIF tag."""
-  return pil_to_array(_open(path, "image"), alpha=alpha)
+  return pil_to_array(open_image(path, "image", max_pixels), alpha=alpha)
 
 
-def _depth_values(path: str) -> np.ndarray:
+def _depth_values(path: str, max_pixels: int) -> np.ndarray:
   """Raw depth-file values as float32 `[H, W]`, integer formats scaled to [0, 1]."""
   if path.lower().endswith(".npy"):
-    if not os.path.isfile(path):
-      raise ValueError(f"depth file not found: {path}")
-    try:
-      a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-      raise ValueError(f"depth file {path}: cannot read it as a .npy array ({e})") from None
+    a = read_npy(path, "depth", max_pixels)
     if a.ndim == 3 and 1 in (a.shape[0], a.shape[-1]):  # [1, H, W] or [H, W, 1]
       a = a.reshape(a.shape[1:] if a.shape[0] == 1 else a.shape[:-1])
     if a.ndim != 2 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
@@ -91,7 +152,7 @@ def _depth_values(path: str) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
       a = a / float(np.iinfo(a.dtype).max)
     return a.astype(np.float32)
-  im = _open(path, "depth")
+  im = open_image(path, "depth", max_pixels)
   if im.mode in ("I", "F") or im.mode.startswith("I;16"):
     return _high_bit_gray(im)
   if im.mode in ("L", "P", "1"):
@@ -134,14 +195,14 @@ def normalize_disparity(values: np.ndarray, *, kind: Literal["disparity", "depth
 
 
 def load_disparity(path: str | os.PathLike, *, kind: Literal["disparity", "depth"] = "disparity",
-                   normalize: bool = True) -> np.ndarray:
+                   normalize: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Reads a depth or disparity map (16/8-bit PNG, TIFF or .npy) as disparity `[H, W]` in [0, 1].
 
   Integer files are scaled by their type's maximum first (65535 for 16-bit PNGs), then
   `normalize_disparity` applies `kind` and `normalize`. EXIF orientation is applied like images.
   """
   path = os.fspath(path)
-  values = _depth_values(path)
+  values = _depth_values(path, max_pixels)
   return normalize_disparity(values, kind=kind, normalize=normalize, name=f"depth file {path}")
 
 
@@ -177,8 +238,9 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
       epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
       epath.Path(path).write_bytes(buffer.getvalue())
       return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path)
+    pixels = Image.fromarray(to_uint8(image))
+    with user_files.atomic_output(path) as tmp:
+      pixels.save(tmp)
   except (ValueError, KeyError) as e:  # Pillow: unknown extension
     raise ValueError(f"output {path}: cannot write this format ({e})") from None
 
@@ -188,8 +250,8 @@ def save_disparity_png(path: str | os.PathLike, disparity: np.ndarray) -> None:
   d = np.asarray(disparity, dtype=np.float64)
   if d.ndim != 2:
     raise ValueError(f"disparity: expected [H, W], got shape {d.shape}")
-  os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-  Image.fromarray(np.round(np.clip(d, 0, 1) * 65535).astype(np.uint16)).save(os.fspath(path))
+  with user_files.atomic_output(path) as tmp:
+    Image.fromarray(np.round(np.clip(d, 0, 1) * 65535).astype(np.uint16)).save(tmp)
 
 
 def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *,
@@ -200,9 +262,9 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *,
   if frame_ms <= 0:
     raise ValueError(f"frame_ms must be positive, got {frame_ms}")
   ims = [Image.fromarray(to_uint8(_check_rgb(f, f"frames[{i}]"))) for i, f in enumerate(frames)]
-  os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-  ims[0].save(os.fspath(path), save_all=True, append_images=ims[1:], duration=int(frame_ms),
-              loop=0 if loop else 1, disposal=2)
+  with user_files.atomic_output(path) as tmp:
+    ims[0].save(tmp, save_all=True, append_images=ims[1:], duration=int(frame_ms),
+                loop=0 if loop else 1, disposal=2)
 
 
 def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str] | None = None, *,

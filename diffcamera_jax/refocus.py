@@ -16,8 +16,11 @@ A FLUX export (LoRA + condition params) rebuilds its base from the paths its con
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
 photo's size (`diffcamera_jax.inference.full_resolution`); the working resolution, batch and memory plan are
-printed on stderr. `--max-memory 8G` bounds what the programs may plan for. Bad input prints one
-line on stderr and exits with status 2.
+printed on stderr. `--max-memory 8G` bounds what the programs may plan for; `--max-pixels` the
+photo and depth sizes read (checked from their headers before decoding). No output may name an
+input (the photo, a map, a weights file or the model folder) or another output, and every file is
+written under a temporary name and renamed. Bad input prints one line on stderr and exits with
+status 2.
 """
 from __future__ import annotations
 
@@ -29,15 +32,11 @@ from typing import Sequence
 
 import numpy as np
 
-from diffcamera_jax.cli import EXIT_BAD_INPUT, add_model_weight_flags, ensure_writable_dir
+from diffcamera_jax import user_files
+from diffcamera_jax.cli import (EXIT_BAD_INPUT, MAX_BLUR, MAX_FRAMES, ArgumentParser,
+                                add_model_weight_flags, ensure_writable_dir)
 
 
-
-class _Parser(argparse.ArgumentParser):
-  """argparse that reports a bad argument as one line (no usage dump) and exits 2."""
-
-  def error(self, message: str):
-    raise ValueError(message)
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -70,7 +69,7 @@ def _size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m diffcamera_jax.refocus", description=__doc__.split("\n\n")[0])
+  p = ArgumentParser(prog="python -m diffcamera_jax.refocus", description=__doc__.split("\n\n")[0])
   p.add_argument("--model", required=True, help="exported model directory")
   p.add_argument("--image", required=True, help="input photo (any size; EXIF orientation honoured)")
   p.add_argument("--focus", type=_pair, action="append", required=True,
@@ -95,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-memory", type=_size, default=None,
                  help="memory the inference programs may plan for, e.g. 8G (default: 80%% of "
                       "the accelerator's, half the free host memory on a CPU)")
+  p.add_argument("--max-pixels", type=float, default=None,
+                 help="largest photo or depth map read, in pixels (default 1e8)")
   p.add_argument("--batch-size", type=int, default=8, help="most frames per sampling batch")
   p.add_argument("--gif", action="store_true", help="also write an animated GIF of the frames")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,8 +109,13 @@ def check_args(args: argparse.Namespace) -> None:
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
       raise ValueError(f"--focus {x},{y}: both coordinates must be in [0, 1]")
   for k in args.blur:
-    if not math.isfinite(k) or k < 0:
-      raise ValueError(f"--blur {k}: must be a finite number >= 0 (pixels)")
+    if not math.isfinite(k) or k < 0 or k > MAX_BLUR:
+      raise ValueError(f"--blur {k}: must be a number in [0, {MAX_BLUR:g}] (pixels)")
+  if len(args.focus) * len(args.blur) > MAX_FRAMES:
+    raise ValueError(f"--focus x --blur: {len(args.focus)} x {len(args.blur)} frames, over the "
+                     f"limit of {MAX_FRAMES} per run")
+  if args.max_pixels is not None and not (math.isfinite(args.max_pixels) and args.max_pixels >= 64):
+    raise ValueError(f"--max-pixels {args.max_pixels}: must be a finite number >= 64")
   if args.steps is not None and args.steps < 1:
     raise ValueError(f"--steps {args.steps}: must be >= 1")
   if (args.max_side is not None and args.max_side < 8) or args.batch_size < 1:
@@ -128,6 +134,26 @@ def check_args(args: argparse.Namespace) -> None:
     if not args.save_depth.lower().endswith(".png"):
       raise ValueError(f"--save-depth {args.save_depth}: must end in .png (16-bit)")
     ensure_writable_dir(os.path.dirname(os.path.abspath(args.save_depth)), "--save-depth folder")
+  user_files.refuse_overwriting(
+      output_paths(args),
+      {"--image": args.image, "--depth": args.depth, "--model": args.model,
+       "--depth-model": args.depth_model, "--base-weights": args.base_weights,
+       "--vae-weights": args.vae_weights})
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, str]:
+  """Every file the run writes, by what it is: the frames, the contact sheet and GIF, the depth."""
+  n = len(args.focus) * len(args.blur)
+  stem, ext = os.path.splitext(args.out)
+  paths = {("--out" if n == 1 else f"--out frame {i}"): p
+           for i, p in enumerate(frame_paths(args.out, n))}
+  if n > 1:
+    paths["--out contact sheet"] = f"{stem}_sheet{ext}"
+  if args.gif:
+    paths["--gif"] = f"{stem}.gif"
+  if args.save_depth is not None:
+    paths["--save-depth"] = args.save_depth
+  return paths
 
 
 def frame_paths(out: str, n: int) -> list[str]:
@@ -143,10 +169,11 @@ def run(args: argparse.Namespace) -> list[str]:
   from diffcamera_jax import imageio  # heavy imports only after the arguments are known good
   from diffcamera_jax.inference.refocuser import Refocuser, camera_grid
 
-  image = imageio.load_image(args.image)
+  max_pixels = int(args.max_pixels or imageio.DEFAULT_MAX_PIXELS)
+  image = imageio.load_image(args.image, max_pixels=max_pixels)
   disparity = None
   if args.depth:
-    disparity = imageio.load_disparity(args.depth, kind=args.depth_kind)
+    disparity = imageio.load_disparity(args.depth, kind=args.depth_kind, max_pixels=max_pixels)
     if disparity.shape != image.shape[:2]:
       raise ValueError(f"--depth {args.depth}: is {disparity.shape[1]}x{disparity.shape[0]} but the "
                        f"image is {image.shape[1]}x{image.shape[0]} (W x H)")
@@ -179,19 +206,18 @@ def run(args: argparse.Namespace) -> list[str]:
                                blades=args.aperture[0], rotation=args.aperture[1], seed=args.seed,
                                on_step=lambda: steps.update(1),
                                on_frame=lambda: frames_bar.update(1))
+  outputs = output_paths(args)
   paths = frame_paths(args.out, len(frames))
   for path, frame in zip(paths, frames):
     imageio.save_image(path, frame)
   if len(frames) > 1:
-    stem, ext = os.path.splitext(args.out)
     labels = [f"({x:.2f},{y:.2f}) K={k:g}" for (x, y), k in zip(focus, blur)]
     sheet = imageio.contact_sheet(list(frames), labels, columns=len(args.blur))
-    imageio.save_image(f"{stem}_sheet{ext}", sheet)
-    paths.append(f"{stem}_sheet{ext}")
+    imageio.save_image(outputs["--out contact sheet"], sheet)
+    paths.append(outputs["--out contact sheet"])
   if args.gif:
-    gif = os.path.splitext(args.out)[0] + ".gif"
-    imageio.save_gif(gif, list(frames))
-    paths.append(gif)
+    imageio.save_gif(outputs["--gif"], list(frames))
+    paths.append(outputs["--gif"])
   return paths + written
 
 

@@ -27,6 +27,8 @@ _DEPTH_BATCH = flags.DEFINE_integer("depth_batch_size", 8, "Photos per depth-est
 def main(argv):
   del argv
   try:
+    if "://" not in _DATA_DIR.value:
+      cli.ensure_writable_dir(_DATA_DIR.value, "--data_dir")
     from diffcamera_jax.depth import load_depth_model
     depth_model = load_depth_model(_DEPTH_MODEL.value, batch_size=max(1, _DEPTH_BATCH.value))
   except ValueError as error:

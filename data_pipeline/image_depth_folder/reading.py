@@ -12,7 +12,8 @@ import dataclasses
 import pathlib
 
 import numpy as np
-from PIL import Image, ImageOps
+
+from diffcamera_jax import imageio
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MAP_SUFFIXES = (".png", ".npy")
@@ -78,28 +79,34 @@ def find_pairs(split_dir: pathlib.Path | str) -> list[Pair]:
   return pairs
 
 
-def read_image(path: pathlib.Path | str) -> np.ndarray:
-  """The photo as uint8 RGB [H, W, 3], EXIF orientation applied (as depth estimators see it)."""
+def _checked(path: pathlib.Path | str, what: str, read):
+  """`read()` with the checked readers' ValueError (which names `what` and the file) re-raised as
+  `BadFileError`."""
   try:
-    with Image.open(path) as img:
-      img.load()
-      img = ImageOps.exif_transpose(img)
-      return np.asarray(img.convert("RGB"), dtype=np.uint8)
-  except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for corrupt or truncated files
-    raise BadFileError(path, f"cannot decode image ({e})") from e
+    return read()
+  except ValueError as e:
+    prefix = f"{what} file {path}: "
+    message = str(e)
+    raise BadFileError(path, message[len(prefix):] if message.startswith(prefix) else message
+                       ) from None
+
+
+def read_image(path: pathlib.Path | str) -> np.ndarray:
+  """The photo as uint8 RGB [H, W, 3], EXIF orientation applied (as depth estimators see it);
+  read by `diffcamera_jax.imageio.open_image` (regular files only, pixel limit checked from the
+  header before decoding)."""
+  img = _checked(path, "image", lambda: imageio.open_image(path, "image"))
+  return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def read_map(path: pathlib.Path | str) -> np.ndarray:
-  """A depth or disparity map as float64 [H, W] (PNG: 8/16-bit single channel; or `.npy`)."""
+  """A depth or disparity map as float64 [H, W] (PNG: 8/16-bit single channel; or `.npy`, its
+  header checked before anything is allocated)."""
   path = pathlib.Path(path)
-  try:
-    if path.suffix.lower() == ".npy":
-      values = np.load(path, allow_pickle=False)
-    else:
-      with Image.open(path) as img:
-        values = np.asarray(img)
-  except (OSError, ValueError, SyntaxError) as e:
-    raise BadFileError(path, f"cannot read map ({e})") from e
+  if path.suffix.lower() == ".npy":
+    values = _checked(path, "map", lambda: imageio.read_npy(path, "map"))
+  else:
+    values = np.asarray(_checked(path, "map", lambda: imageio.open_image(path, "map")))
   if values.ndim == 3 and values.shape[-1] == 1:
     values = values[..., 0]
   if values.ndim != 2:

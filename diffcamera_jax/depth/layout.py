@@ -17,11 +17,11 @@ the released variant of the same width and depth. Tensors the network never uses
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 from diffcamera_jax.depth.model import VARIANTS, DepthAnythingConfig
+from diffcamera_jax.user_files import parse_json, read_json_object
 from diffcamera_jax.weights.loader import Path, Recipe, Source
 from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
@@ -198,19 +198,19 @@ def infer_config(ckpt: SafetensorsCheckpoint, layout: str, variant: str = "auto"
     return VARIANTS[variant]
   folder = os.path.dirname(os.path.abspath(ckpt.path))
   config_path = os.path.join(folder, "config.json")
-  if layout == "hf" and os.path.isfile(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      try:
-        return _from_hf_config(json.load(f))
-      except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{config_path}: not a usable Depth Anything config ({e})") from None
+  if layout == "hf" and os.path.lexists(config_path):
+    fields = read_json_object(config_path, "Depth Anything config")
+    try:
+      return _from_hf_config(fields)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+      raise ValueError(f"{config_path}: not a usable Depth Anything config ({e})") from None
   metadata = ckpt.metadata()
   if "config" in metadata:  # written by tools/convert_depth_anything.py --config
     try:
-      fields = json.loads(metadata["config"])
+      fields = parse_json(metadata["config"], f"{ckpt.path}: 'config' metadata")
       return DepthAnythingConfig(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in fields.items()})
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AttributeError) as e:
       raise ValueError(f"{ckpt.path}: unusable 'config' metadata ({e})") from None
   if metadata.get("variant") in VARIANTS:
     return VARIANTS[metadata["variant"]]

@@ -37,6 +37,7 @@ import numpy as np
 from diffcamera_jax.inference import full_resolution as fullres
 from diffcamera_jax.inference import physics_deblur
 from diffcamera_jax import optics
+from diffcamera_jax.cli import MAX_BLUR, MAX_FRAMES
 from diffcamera_jax.models import CAMERA_FEATURES, build_model, camera_features
 from diffcamera_jax.inference.sampler import make_sampler
 
@@ -59,23 +60,40 @@ class _SteppingModel:
 
 
 def check_cameras(focus: np.ndarray, blur: np.ndarray) -> None:
-  """Raises ValueError naming the argument unless focus `[N, 2]` is in [0, 1]^2 and blur `[N]` >= 0."""
+  """Raises ValueError naming the argument unless focus `[N, 2]` is in [0, 1]^2 and blur `[N]` in
+  [0, `cli.MAX_BLUR`]."""
   if focus.ndim != 2 or focus.shape[-1] != 2 or len(focus) == 0:
     raise ValueError(f"focus must be (x, y) or a list of (x, y), got shape {focus.shape}")
   if not np.all(np.isfinite(focus)) or focus.min() < 0 or focus.max() > 1:
     raise ValueError(f"focus must lie in [0, 1]^2 (x right, y down), got {focus.tolist()}")
   if blur.ndim != 1 or len(blur) == 0:
     raise ValueError(f"blur must be a number or a list of numbers, got shape {blur.shape}")
-  if not np.all(np.isfinite(blur)) or blur.min() < 0:
-    raise ValueError(f"blur must be finite and >= 0 (pixels), got {blur.tolist()}")
+  if not np.all(np.isfinite(blur)) or blur.min() < 0 or blur.max() > MAX_BLUR:
+    raise ValueError(f"blur must lie in [0, {MAX_BLUR:g}] (pixels), got {blur.tolist()[:8]}")
+
+
+def _trained_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """The model config's `data.image_size` as (height, width), or ValueError naming the field."""
+  size = config.data.get("image_size")
+  try:
+    hw = tuple(int(v) for v in size)
+  except (TypeError, ValueError):
+    hw = ()
+  if len(hw) != 2 or min(hw) < 1 or any(isinstance(v, (bool, float)) and v != int(v)
+                                          for v in size):
+    raise ValueError(f"model config: data.image_size {size!r} must be two positive integers")
+  return hw
 
 
 def camera_grid(focus, blur) -> tuple[np.ndarray, np.ndarray]:
-  """All (focus, blur) combinations, focus-major: `[N, 2]`, `[N]` (validated)."""
+  """All (focus, blur) combinations, focus-major: `[N, 2]`, `[N]` (validated; at most
+  `cli.MAX_FRAMES` of them)."""
   f = np.asarray(focus, np.float32)
   f = f[None] if f.ndim == 1 else f
   k = np.atleast_1d(np.asarray(blur, np.float32))
   check_cameras(f, k)
+  if len(f) * len(k) > MAX_FRAMES:
+    raise ValueError(f"{len(f)} focus points x {len(k)} blur levels: over {MAX_FRAMES} frames")
   return np.repeat(f, len(k), axis=0), np.tile(k, len(f))
 
 
@@ -164,11 +182,14 @@ class Refocuser:
                depth_model: Any = None, base_weights: str | None = None,
                vae_weights: str | None = None, fold_lora: bool = False,
                camera_search: bool | None = None):
+    if config.model.name != "flux" and (base_weights or vae_weights):
+      raise ValueError("base_weights / vae_weights (--base-weights / --vae-weights) apply to "
+                       f"FLUX exports only; this is a {config.model.name!r} model")
     if config.model.name == "flux" and (base_weights or vae_weights):
       config = ml_collections.ConfigDict(config.to_dict())
       config.flux.transformer_weights = base_weights or config.flux.transformer_weights
       config.flux.vae_weights = vae_weights or config.flux.vae_weights
-    self.trained_hw = tuple(int(v) for v in config.data.image_size)
+    self.trained_hw = _trained_size(config)
     max_side = max(self.trained_hw) if max_side is None else int(max_side)
     if max_side < 8:
       raise ValueError(f"max_side must be >= 8 pixels, got {max_side}")

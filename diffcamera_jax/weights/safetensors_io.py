@@ -12,12 +12,15 @@ loads leaf by leaf without a local copy. `stream=True` takes that path for local
 """
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 
 import ml_dtypes
 import numpy as np
 from etils import epath
+
+from diffcamera_jax import user_files
 
 _DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -35,6 +38,81 @@ def is_remote(path: str) -> bool:
   return "://" in str(path)
 
 
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string, escapes included
+
+
+def _structure_ok(blob: bytes, chunk: int = 1 << 22) -> bool:
+  """Whether the JSON `blob`, string contents aside, nests no deeper than a safetensors header
+  (object -> entry -> list) and holds no more lists than its entries need: checked on the bytes,
+  in chunks, so a header of millions of nested or empty lists is refused before Python builds
+  them."""
+  bare = _STRINGS.sub(b'""', blob)
+  if bare.count(b"[") > 2 * bare.count(b"{"):
+    return False
+  depth = 0
+  for start in range(0, len(bare), chunk):
+    part = np.frombuffer(bare, np.uint8, count=min(chunk, len(bare) - start), offset=start)
+    step = ((part == ord("[")) | (part == ord("{"))).astype(np.int32) - (
+        (part == ord("]")) | (part == ord("}"))).astype(np.int32)
+    running = depth + np.cumsum(step)
+    if running.size and int(running.max()) > 3:
+      return False
+    depth = int(running[-1]) if running.size else depth
+  return True
+
+
+def _whole(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_header(path: str, blob: bytes, available: int) -> tuple[dict, dict]:
+  """The parsed header `blob` of `path` as (metadata, {name: entry}), every entry checked: an
+  object with a string dtype, a shape of non-negative integers, integer data offsets within the
+  `available` data bytes matching shape x dtype size, and no two tensors' bytes overlapping.
+  Raises ValueError naming the file (and the tensor) otherwise."""
+  if not _structure_ok(blob):
+    raise ValueError(f"{path}: malformed safetensors header (nested deeper than "
+                     "name -> {dtype, shape, data_offsets})")
+  header = user_files.parse_json(blob, f"{path}: safetensors header")
+  if not isinstance(header, dict):
+    raise ValueError(f"{path}: malformed safetensors header (a JSON {type(header).__name__}, "
+                     "not an object)")
+  metadata = header.pop("__metadata__", None) or {}
+  if not isinstance(metadata, dict):
+    raise ValueError(f"{path}: malformed safetensors header (__metadata__ is a "
+                     f"{type(metadata).__name__}, not an object)")
+  spans = []
+  for name, entry in header.items():
+    bad = lambda why, name=name: ValueError(
+        f"{path}: malformed safetensors header (tensor {name!r}: {why})")
+    if not isinstance(entry, dict):
+      raise bad(f"a {type(entry).__name__}, not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+      raise bad(f"dtype {dtype!r} is not a string")
+    if not isinstance(shape, list) or not all(_whole(n) and n >= 0 for n in shape):
+      raise bad(f"shape {shape!r} is not a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_whole, offsets))
+        or not 0 <= offsets[0] <= offsets[1]):
+      raise bad(f"data_offsets {offsets!r} are not two integers 0 <= begin <= end")
+    if dtype in _DTYPES:
+      need = int(np.prod(shape, dtype=object)) * _DTYPES[dtype].itemsize
+      if offsets[1] - offsets[0] != need:
+        raise bad(f"{offsets[1] - offsets[0]} bytes for shape {shape} of {dtype} ({need} bytes)")
+    spans.append((offsets[0], offsets[1], name))
+  beyond = sorted(name for _, end, name in spans if end > available)
+  if beyond:
+    raise ValueError(f"{path}: truncated: the data of tensor(s) {beyond[:5]}"
+                     f"{' ...' if len(beyond) > 5 else ''} lies beyond the end of the file "
+                     f"({available} bytes of tensor data present)")
+  spans.sort()
+  for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+    if begin < end:
+      raise ValueError(f"{path}: malformed safetensors header (tensors {first!r} and "
+                       f"{second!r} share bytes)")
+  return metadata, header
+
+
 class SafetensorsFile:
   """One `.safetensors` file: header parsed at open, tensors memory-mapped (local) or read by
   byte range (remote, or `stream=True`) on demand."""
@@ -42,31 +120,20 @@ class SafetensorsFile:
   def __init__(self, path: str, stream: bool | None = None):
     self.path = str(path)
     self.stream = is_remote(self.path) if stream is None else bool(stream)
+    if not is_remote(self.path):
+      user_files.regular_file(self.path, "weights file")
+    total = epath.Path(path).stat().length if is_remote(self.path) else os.path.getsize(path)
     with self._open() as f:
       raw = f.read(8)
       if len(raw) != 8:
         raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
       (size,) = struct.unpack("<Q", raw)
-      if size > _MAX_HEADER:
-        raise ValueError(f"{path}: header length {size} is implausible; not a safetensors file?")
-      try:
-        header = json.loads(f.read(size))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
+      if size > min(_MAX_HEADER, total - 8):
+        raise ValueError(f"{path}: header length {size} is implausible for a file of {total} "
+                         "bytes; not a safetensors file?")
+      blob = f.read(size)
     self._data_start = 8 + size
-    self._metadata = header.pop("__metadata__", None) or {}
-    self._entries = header
-    total = epath.Path(path).stat().length if self.stream else os.path.getsize(path)
-    available = total - self._data_start
-    try:
-      beyond = sorted(n for n, e in header.items() if int(e["data_offsets"][1]) > available)
-    except (KeyError, TypeError, IndexError, ValueError):
-      raise ValueError(f"{path}: malformed safetensors header (entries need data_offsets)"
-                       ) from None
-    if beyond:
-      raise ValueError(f"{path}: truncated: the data of tensor(s) {beyond[:5]}"
-                       f"{' ...' if len(beyond) > 5 else ''} lies beyond the end of the file "
-                       f"({available} bytes of tensor data present)")
+    self._metadata, self._entries = check_header(self.path, blob, total - self._data_start)
     self._mmap = None
 
   def _open(self):
@@ -128,17 +195,22 @@ class SafetensorsCheckpoint:
     where = epath.Path(path)
     if where.is_dir():
       path = _pick_in_directory(path)
+    elif not is_remote(path):
+      user_files.regular_file(path, "checkpoint")
     elif not where.exists():
       raise FileNotFoundError(f"no such checkpoint: {path}")
     self.path = path
     self._files: dict[str, SafetensorsFile] = {}
     self._where: dict[str, str] = {}
     if path.endswith(".json"):
-      index = json.loads(epath.Path(path).read_text())
-      if "weight_map" not in index:
-        raise ValueError(f"{path}: index file has no 'weight_map'")
+      index = user_files.read_json_object(path, "checkpoint index")
+      weight_map = index.get("weight_map")
+      if not isinstance(weight_map, dict) or not all(
+          isinstance(f, str) and f for f in weight_map.values()):
+        raise ValueError(f"{path}: index file needs a 'weight_map' object of tensor name -> "
+                         "file name")
       base = epath.Path(path).parent
-      for name, file in index["weight_map"].items():
+      for name, file in weight_map.items():
         self._where[name] = str(base / file)
       for file in sorted(set(self._where.values())):
         self._files[file] = SafetensorsFile(file, stream)
@@ -146,7 +218,10 @@ class SafetensorsCheckpoint:
                    and n not in set(self._files[file].names())]
         if missing:
           raise ValueError(f"{path}: index lists {missing[:5]} in {file}, which lacks them")
-      self._metadata = dict(index.get("metadata") or {})
+      metadata = index.get("metadata") or {}
+      if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: index 'metadata' must be an object")
+      self._metadata = dict(metadata)
     else:
       single = SafetensorsFile(path, stream)
       self._files[path] = single

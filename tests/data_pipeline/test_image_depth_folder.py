@@ -33,7 +33,7 @@ def _make_folder(root: pathlib.Path) -> dict:
   bad = {}
   (images / "corrupt.jpg").write_bytes(b"not an image at all")
   np.save(maps / "corrupt.npy", np.ones((4, 4)))
-  bad["corrupt.jpg"] = (images / "corrupt.jpg", "cannot decode image")
+  bad["corrupt.jpg"] = (images / "corrupt.jpg", "cannot decode it as an image")
   _write_image(images / "mis_sized.png", rng, 8, 8)
   np.save(maps / "mis_sized.npy", np.ones((8, 9)))
   bad["mis_sized.png"] = (maps / "mis_sized.npy", "differs from image size")
@@ -49,7 +49,7 @@ def _make_folder(root: pathlib.Path) -> dict:
   bad["orphan.png"] = (images / "orphan.png", "no matching map")
   (maps / "truncated.npy").write_bytes(b"\x93NUMPY garbage")
   _write_image(images / "truncated.png", rng, 6, 6)
-  bad["truncated.png"] = (maps / "truncated.npy", "cannot read map")
+  bad["truncated.png"] = (maps / "truncated.npy", "cannot read it as a .npy array")
   return {"good": good, "bad": bad}
 
 
