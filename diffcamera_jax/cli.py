@@ -73,7 +73,10 @@ def add_model_weight_flags(parser) -> None:
 def one_line(message: str, limit: int = 4) -> str:
   """A multi-line error (e.g. a checkpoint's list of wrong tensors) as one line: its first
   `limit` lines joined by "; ", and how many more there were."""
-  lines = [line.strip() for line in str(message).strip("'\"").splitlines() if line.strip()]
+  text = str(message).strip()
+  if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's quoted message
+    text = text[1:-1]
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
   more = len(lines) - limit
   return "; ".join(lines[:limit]) + (f"; ... and {more} more" if more > 0 else "")
 

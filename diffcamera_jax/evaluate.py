@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from diffcamera_jax.cli import (EXIT_BAD_INPUT, ArgumentParser, add_model_weight_flags,
-                                ensure_writable_dir)
+                                ensure_writable_dir, one_line)
 
 
 
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(args)
     results = evaluate(args)
   except ValueError as e:
-    print(f"evaluate: error: {e}", file=sys.stderr)
+    print(f"evaluate: error: {one_line(str(e))}", file=sys.stderr)
     return EXIT_BAD_INPUT
   for bench_name, bench in results["benchmarks"].items():
     for method, r in bench["methods"].items():

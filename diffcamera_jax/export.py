@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from diffcamera_jax.cli import ArgumentParser, UserError, ensure_writable_dir
+from diffcamera_jax.cli import ArgumentParser, UserError, ensure_writable_dir, one_line
 from diffcamera_jax.user_files import read_json_object
 
 CONFIG_FILE = "config.json"
@@ -93,9 +93,23 @@ def load_exported(path: str) -> tuple[ml_collections.ConfigDict, Any]:
   if not os.path.isdir(params_path):
     raise FileNotFoundError(f"model directory {path} has no {PARAMS_DIR}/; is it an exported model?")
   config = load_config_json(config_path)
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(params_path)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      params = checkpointer.restore(params_path)
+  except Exception as error:  # orbax/TensorStore: a truncated, zeroed or foreign params/ folder
+    raise UserError(f"model directory {path}: its {PARAMS_DIR}/ cannot be restored "
+                    f"({_root_cause(error)})") from None
   return config, params
+
+
+def _root_cause(error: BaseException, limit: int = 300) -> str:
+  """The first line of the innermost cause of `error` (TensorStore's errors nest a multi-line
+  spec dump around a one-line reason)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  text = lines[0] if lines else type(error).__name__
+  return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def export_from_workdir(workdir: str, out: str, step: int | None = None, *,
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     step = export_from_workdir(args.workdir, args.out, args.step, replace=args.replace)
   except (FileNotFoundError, FileExistsError, ValueError) as error:
-    print(f"export: error: {error}", file=sys.stderr)
+    print(f"export: error: {one_line(str(error))}", file=sys.stderr)
     return 2
   print(f"exported step {step} of {args.workdir} to {os.path.abspath(args.out)}")
   return 0

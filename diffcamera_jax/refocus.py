@@ -34,7 +34,7 @@ import numpy as np
 
 from diffcamera_jax import user_files
 from diffcamera_jax.cli import (EXIT_BAD_INPUT, MAX_BLUR, MAX_FRAMES, ArgumentParser,
-                                add_model_weight_flags, ensure_writable_dir)
+                                add_model_weight_flags, ensure_writable_dir, one_line)
 
 
 
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(args)
     paths = run(args)
   except ValueError as e:
-    print(f"refocus: error: {e}", file=sys.stderr)
+    print(f"refocus: error: {one_line(str(e))}", file=sys.stderr)
     return EXIT_BAD_INPUT
   for path in paths:
     print(path)

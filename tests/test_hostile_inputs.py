@@ -354,3 +354,23 @@ def test_builder_reports_or_skips_hostile_files(tmp_path):
     reading.read_image(images / "bomb.png")
   with pytest.raises(reading.BadFileError, match="is empty"):
     reading.read_map(maps / "empty.npy")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero_manifest"])
+def test_a_damaged_params_folder_is_one_line(tmp_path, capsys, model, damage):
+  import shutil
+  copy = tmp_path / "model"
+  shutil.copytree(model, copy)
+  if damage == "truncate":
+    data = max((p for p in (copy / "params").rglob("*") if p.is_file() and p.parent.name == "d"),
+               key=lambda p: p.stat().st_size)
+    os.truncate(data, 100)
+  else:
+    manifest = copy / "params" / "manifest.ocdbt"
+    manifest.write_bytes(b"\x00" * manifest.stat().st_size)
+  photo = tmp_path / "photo.png"
+  _photo(photo)
+  code, err = _refocus(capsys, copy, photo, "--focus", "0.5,0.5", "--blur", "2",
+                       "--out", str(tmp_path / "o.png"))
+  assert code == 2 and len(err) == 1 and "params/ cannot be restored" in err[0], err
+  assert not (tmp_path / "o.png").exists()
