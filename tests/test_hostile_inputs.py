@@ -374,3 +374,16 @@ def test_a_damaged_params_folder_is_one_line(tmp_path, capsys, model, damage):
                        "--out", str(tmp_path / "o.png"))
   assert code == 2 and len(err) == 1 and "params/ cannot be restored" in err[0], err
   assert not (tmp_path / "o.png").exists()
+
+
+def test_the_host_side_of_a_call_is_inside_the_memory_plan(model):
+  from diffcamera_jax.inference import full_resolution as fullres
+  from diffcamera_jax.inference.refocuser import MemoryBudgetError, Refocuser
+  refocuser = Refocuser.load(str(model))
+  plan = refocuser.plan_for((600, 800), 3)
+  assert plan.host_bytes == fullres.host_bytes((600, 800), 3) and "host arrays" in plan.describe()
+  refocuser.host_budget = fullres.host_bytes((600, 800), 3) - 1
+  with pytest.raises(MemoryBudgetError, match="host memory"):
+    refocuser.plan_for((600, 800), 3)
+  with pytest.raises(MemoryBudgetError, match="host memory"):  # before any work is done
+    refocuser.refocus(np.zeros((600, 800, 3), np.float32), (0.5, 0.5), [1.0, 2.0, 3.0])

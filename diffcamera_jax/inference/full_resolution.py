@@ -58,11 +58,32 @@ def default_memory_budget() -> int:
     stats = device.memory_stats() or {}
     if stats.get("bytes_limit"):
       return int(0.8 * stats["bytes_limit"])
+  return host_budget()
+
+
+# Host bytes a call holds per photo pixel (the photo, its disparity, the deblurred photo, the
+# band-split copies and the full-resolution render's buffers, which on a CPU live in host memory
+# too) and per frame and pixel (the frame, its render, the composition's temporaries). Measured
+# peak RSS growth (benchmarks/host_memory.py, 1.5 and 6 megapixels, 1 and 4 frames, with and
+# without the optics pre-pass) stays below these plus a fixed part (compiling the programs for
+# the photo's size).
+HOST_BYTES_FIXED = 256 * 2 ** 20
+HOST_BYTES_PER_PIXEL = 80
+HOST_BYTES_PER_FRAME_PIXEL = 84
+
+
+def host_bytes(image_hw: tuple[int, int], frames: int) -> int:
+  """Host memory a call on one photo of `image_hw` with `frames` cameras plans for."""
+  pixels = int(image_hw[0]) * int(image_hw[1])
+  return HOST_BYTES_FIXED + pixels * (HOST_BYTES_PER_PIXEL + frames * HOST_BYTES_PER_FRAME_PIXEL)
+
+
+def host_budget() -> int:
+  """Host memory the programs may plan for: half of what is available now."""
   try:
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
   except (ValueError, OSError):
-    available = 8 * 2 ** 30
-  return int(0.5 * available)
+    return 4 * 2 ** 30
 
 
 def compiled_bytes(compiled) -> int:

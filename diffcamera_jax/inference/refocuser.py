@@ -118,6 +118,7 @@ class Plan:
   sequence: int
   program_bytes: int
   budget: int
+  host_bytes: int = 0  # numpy arrays at the photo's size (`full_resolution.host_bytes`)
 
   def describe(self) -> str:
     attention = ("unchunked" if not self.attention_chunk
@@ -128,7 +129,7 @@ class Plan:
             f"{self.trained_hw[1]}x{self.trained_hw[0]}), {self.batch} frame(s) per batch, "
             f"{self.sequence} tokens, attention {attention}, sampler planned at "
             f"{self.program_bytes / 2 ** 30:.2f} GiB of a {self.budget / 2 ** 30:.1f} GiB budget"
-            f"{composed}")
+            f"{composed}, host arrays {self.host_bytes / 2 ** 30:.2f} GiB")
 
 
 def _build(config: ml_collections.ConfigDict):
@@ -201,6 +202,9 @@ class Refocuser:
     self.max_side, self.batch_size = max_side, int(batch_size)
     self.full_resolution = bool(full_resolution)
     self.budget = int(max_memory or fullres.default_memory_budget())
+    # on a CPU the host arrays and the programs share one memory, and --max-memory bounds both
+    self.host_budget = (self.budget if jax.devices()[0].platform == "cpu"
+                        else fullres.host_budget())
     self.num_steps = int(num_steps or config.objective.sample_steps)
     self._model, self._codec = _build(config)
     if config.model.name == "flux":
@@ -263,9 +267,22 @@ class Refocuser:
   def plan_for(self, image_hw: tuple[int, int], frames: int, *, depth: bool = True) -> Plan:
     """The plan of a call on one photo of `image_hw` with `frames` cameras (compiles the sampler
     for it, which the call then reuses)."""
+    host = self._check_host(image_hw, frames)
     work_hw = fullres.working_size(*image_hw, self.max_side)
     padded = tuple(-(-v // self._multiple) * self._multiple for v in work_hw)
-    return self._program(tuple(image_hw), work_hw, padded, frames, depth, 1)[0]
+    plan = self._program(tuple(image_hw), work_hw, padded, frames, depth, 1)[0]
+    return dataclasses.replace(plan, host_bytes=host)
+
+  def _check_host(self, image_hw: tuple[int, int], frames: int) -> int:
+    """Host bytes of a call (`full_resolution.host_bytes`); MemoryBudgetError over the budget."""
+    host = fullres.host_bytes(image_hw, frames)
+    if host > self.host_budget:
+      raise MemoryBudgetError(
+          f"a {image_hw[1]}x{image_hw[0]} photo with {frames} frame(s) needs "
+          f"{host / 2 ** 30:.2f} GiB of host memory, over its {self.host_budget / 2 ** 30:.2f} GiB "
+          "budget: ask for fewer frames, pass a smaller photo, or raise max_memory "
+          "(--max-memory)")
+    return host
 
   def sample(self, reference: np.ndarray, disparity: np.ndarray | None, focus: np.ndarray,
              blur: np.ndarray, *, blades: int = 0, rotation: float = 0.0,
@@ -283,6 +300,7 @@ class Refocuser:
     if disparity is not None and np.shape(disparity) != reference.shape[:-1]:
       raise ValueError(f"disparity must have shape {reference.shape[:-1]} to match the image, got "
                        f"{np.shape(disparity)}")
+    self._check_host(reference.shape[1:3], n)
     optics.validate(reference, np.zeros(reference.shape[:-1]) if disparity is None else disparity,
                     aperture=optics.Aperture(blades, rotation))
     given_depth = disparity is not None
