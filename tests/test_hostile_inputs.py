@@ -387,3 +387,31 @@ def test_the_host_side_of_a_call_is_inside_the_memory_plan(model):
     refocuser.plan_for((600, 800), 3)
   with pytest.raises(MemoryBudgetError, match="host memory"):  # before any work is done
     refocuser.refocus(np.zeros((600, 800, 3), np.float32), (0.5, 0.5), [1.0, 2.0, 3.0])
+
+
+def test_depth_anything_config_of_the_wrong_shape_is_one_line(tmp_path):
+  from diffcamera_jax.depth import load_depth_model
+  folder = tmp_path / "da"
+  folder.mkdir()
+  sio.save_file(str(folder / "model.safetensors"),  # a transformers-layout name
+                {"backbone.embeddings.cls_token": np.zeros((1, 1, 8), np.float32)})
+  (folder / "config.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match="must hold a JSON object, got list") as error:
+    load_depth_model(str(folder))
+  assert "\n" not in str(error.value)
+
+
+def test_builder_data_dir_that_is_a_file_is_one_line(tmp_path):
+  import subprocess
+  import sys
+  source = tmp_path / "src"
+  (source / "images").mkdir(parents=True)
+  _photo(source / "images" / "a.png")
+  blocker = tmp_path / "data"
+  blocker.write_text("kept")
+  result = subprocess.run([sys.executable, "-m", "data_pipeline.image_depth_folder",
+                           f"--source_dir={source}", f"--data_dir={blocker}"],
+                          capture_output=True, text=True, timeout=300)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1 and "--data_dir" in lines[0], lines
+  assert blocker.read_text() == "kept"

@@ -32,6 +32,7 @@ from diffcamera_jax.models.flux import FLUX_PRESETS, FluxConfig, FluxTransformer
 from diffcamera_jax.models.lora import LoRAConfig, LoRADense
 from diffcamera_jax.sharding import logical_rules, logical_shardings
 from diffcamera_jax.weights import load_autoencoder, load_flux_transformer
+from diffcamera_jax import user_files
 from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
 Dtype = Any
@@ -166,6 +167,8 @@ def load_text_embeddings(path: str, context_dim: int, pooled_dim: int) -> dict[s
   """
   if not epath.Path(path).exists():
     raise FileNotFoundError(f"text embeddings file {path!r} (config.flux.text_embeddings) not found")
+  if not user_files.is_remote(path):
+    user_files.regular_file(path, "text embeddings file")  # a FIFO would block the read
   if path.endswith(".safetensors"):
     f = SafetensorsCheckpoint(path)
     arrays = {n: np.asarray(f.read(n)) for n in f.names()}
