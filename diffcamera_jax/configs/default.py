@@ -52,6 +52,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.pixel_widths = ()
   # Condition the blocks' adaLN on the camera too (beside the in-context camera tokens).
   config.model.camera_adaln = False
+  # Give the pixel stem the signed circle of confusion of the requested camera (needs pixel_widths).
+  config.model.defocus_map = False
   config.model.attention_chunk = 0  # query block size of attention; > 0 bounds its memory
   # "fold": depth patches projected and added to the reference tokens (sequence 2N + camera);
   # "tokens": depth as its own N tokens (3N + camera). See docs/model.md.
@@ -216,11 +218,12 @@ def apply_paper(config: ml_collections.ConfigDict,
   """The paper's formulation: rectified flow on the target given the reference, its disparity and
   the camera, with the stacking constraint and depth dropout; no physics prior and no optics
   before the model (`docs/model.md`, *The paper variant*). Plain squared flow error; the DiT gets
-  the pixel stem and head (`pixel_widths`, one per stride-2 step of the patch) and the camera in
-  its adaLN."""
+  the pixel stem and head (`pixel_widths`, one per stride-2 step of the patch), the camera in
+  its adaLN and the requested camera's signed circle of confusion as a stem input."""
   config.objective.prior = "none"
   config.objective.camera_search = False
   config.objective.flow_mse_floor = 0.0
   config.model.pixel_widths = tuple(pixel_widths)
   config.model.camera_adaln = True
+  config.model.defocus_map = True
   return config

@@ -73,6 +73,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if model.remat not in ("none", "full", "dots"):
     raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
   pixel_widths = tuple(model.get("pixel_widths", ()))
+  if model.get("defocus_map", False) and not pixel_widths:
+    raise ConfigError("config.model.defocus_map=True feeds the pixel stem: it needs "
+                      "config.model.pixel_widths")
   if pixel_widths:
     levels = int(model.patch_size).bit_length() - 1
     if model.name != "dit" or model.patch_size < 2 or 2 ** levels != model.patch_size:

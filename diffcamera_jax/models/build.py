@@ -33,6 +33,7 @@ def build_model(config: ml_collections.ConfigDict,
       use_prior=config.objective.get("prior", "none") != "none",
       pixel_widths=tuple(m.get("pixel_widths", ())),
       camera_adaln=bool(m.get("camera_adaln", False)),
+      defocus_map=bool(m.get("defocus_map", False)),
       restorer=build_restorer(config),
       dtype=config_dtype(m.dtype, "dtype"), param_dtype=config_dtype(m.param_dtype, "param_dtype"))
   return model, codec

@@ -23,6 +23,7 @@ from diffcamera_jax.models.pixel_path import (PixelHead, PixelStem, camera_maps,
 from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.rope import grid_positions, rope_tables
 from diffcamera_jax.models.sizes import ModelSize
+from diffcamera_jax.optics.focus import focus_disparity, signed_coc
 
 DEPTH_MODES = ("fold", "tokens")
 REMAT_POLICIES = {
@@ -76,6 +77,10 @@ class DiT(nn.Module):
   # Also condition every block's adaLN on the camera (its Fourier features through an MLP, added
   # to the timestep's vector), as DiT conditions on a class, beside the in-context camera tokens.
   camera_adaln: bool = False
+  # Give the pixel stem the requested camera's signed circle of confusion K (D - d_f) at every
+  # pixel (`optics.signed_coc` with the focus point's disparity, in latent pixels / patch_size;
+  # zero where depth is dropped): the blur each pixel is to get, as the learned baseline sees it.
+  defocus_map: bool = False
   # The restoration stage (`models/restorer.py`, objective.prior="restore"), run by `restore`;
   # None: no restoration stage.
   restorer: Restorer | None = None
@@ -217,14 +222,21 @@ class DiT(nn.Module):
 
   def _pixel_inputs(self, x_t, reference, prior, disparity, depth_keep, camera) -> jnp.ndarray:
     """The stem's per-pixel input: noisy target, reference, prior (when used), disparity at the
-    latent grid on [-1, 1] (zero where dropped or absent), a flag saying it is present, and the
-    camera as maps (`pixel_path.camera_maps`)."""
+    latent grid on [-1, 1] (zero where dropped or absent), a flag saying it is present, with
+    `defocus_map` the signed circle of confusion, and the camera as maps
+    (`pixel_path.camera_maps`)."""
     b, h, w, _ = x_t.shape
     if disparity is None:
       disparity, depth_keep = jnp.zeros((b, h, w), jnp.float32), jnp.zeros((b,), bool)
     keep = depth_keep.astype(jnp.float32)[:, None, None]
-    depth = jnp.stack([(2.0 * disparity_at(disparity, (h, w)) - 1.0) * keep,
-                       jnp.broadcast_to(keep, (b, h, w))], axis=-1)
+    channels = [(2.0 * disparity_at(disparity, (h, w)) - 1.0) * keep,
+                jnp.broadcast_to(keep, (b, h, w))]
+    if self.defocus_map:
+      image_hw = disparity.shape[1:]
+      blur = camera[:, 2] * max(image_hw)  # camera_features: K / max(H, W)
+      coc = signed_coc(disparity, focus_disparity(disparity, camera[:, :2]), blur)
+      channels.append(disparity_at(coc, (h, w)) * (h / image_hw[0]) / self.patch_size * keep)
+    depth = jnp.stack(channels, axis=-1)
     parts = [x_t, reference, *([prior] if self.use_prior else []), depth,
              camera_maps(camera, (h, w))]
     return jnp.concatenate([p.astype(self.dtype) for p in parts], axis=-1)

@@ -80,11 +80,30 @@ def test_bad_settings_are_named():
     model.init(jax.random.key(0), *_inputs())
 
 
+def test_defocus_map_is_the_requested_circle_of_confusion():
+  from diffcamera_jax.optics import focus_disparity, signed_coc
+  model = DiT(get_size("tiny"), patch_size=4, pixel_widths=(8, 16), defocus_map=True)
+  x, t, reference, disparity, camera, keep = _inputs(2)
+  keep = jnp.asarray([True, False])
+  stem = model.bind({})._pixel_inputs(x, reference, None, disparity, keep, camera)
+  assert stem.shape[-1] == 3 + 3 + 3 + 7  # x_t, reference, depth + flag + CoC, camera maps
+  blur = camera[:, 2] * 16  # camera features hold K / max(H, W)
+  coc = signed_coc(disparity, focus_disparity(disparity, camera[:, :2]), blur) / 4  # / patch
+  np.testing.assert_allclose(stem[0, ..., 8], coc[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(stem[1, ..., 8], 0.0)  # depth dropped: no map
+  with pytest.raises(Exception, match="defocus_map"):
+    from diffcamera_jax.configs.validation import validate_config
+    config = get_config()
+    config.model.defocus_map = True
+    validate_config(config)
+
+
 def test_paper_config_builds_the_pixel_path():
   config = get_config("paper")
   assert config.objective.prior == "none" and not config.objective.camera_search
   model, _ = build_model(config)
   assert model.pixel_widths == tuple(config.model.pixel_widths) and not model.use_prior
+  assert model.defocus_map and model.camera_adaln
   assert num_levels(config.model.patch_size) == len(config.model.pixel_widths)
 
 
