@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from typing import Literal, Sequence
 
 import numpy as np
 from etils import epath
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
+from data_pipeline.checked_files import DEFAULT_MAX_PIXELS, open_image, read_npy  # noqa: F401
 from diffcamera_jax import user_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -36,77 +36,6 @@ DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
 
 
 # ------------------------------------------------------------------------------------ reading
-
-
-DEFAULT_MAX_PIXELS = 100_000_000  # above a 100 MP camera's frames; `max_pixels` raises it
-
-
-def open_image(path: str | os.PathLike, what: str = "image",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-  """Opens and fully decodes `path` (upright per its EXIF tag), turning every failure into a
-  ValueError naming `what` and the file.
-
-  Only regular files are opened (a FIFO would block), and the size the header declares is
-  checked against `max_pixels` before any pixel is decoded, so an image that would not fit is
-  refused at the cost of reading its header. Pillow's own decompression-bomb limit still applies
-  above it.
-  """
-  path = user_files.regular_file(path, f"{what} file")
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-      im = Image.open(path)
-    with im:
-      width, height = im.size
-      if width * height > max_pixels:
-        raise ValueError(f"{what} file {path}: {width}x{height} is {width * height / 1e6:.0f} "
-                         f"megapixels, over the limit of {max_pixels / 1e6:.0f} (raise it with "
-                         "--max-pixels)")
-      im.load()
-      return ImageOps.exif_transpose(im)
-  except ValueError as e:
-    if str(e).startswith(f"{what} file {path}:"):
-      raise
-    raise ValueError(f"{what} file {path}: cannot decode it as an image ({e})") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, EOFError, MemoryError,
-          Image.DecompressionBombError) as e:
-    raise ValueError(f"{what} file {path}: cannot decode it as an image ({e})") from None
-
-
-def read_npy(path: str | os.PathLike, what: str = "depth",
-             max_elements: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-  """A `.npy` array, its header checked before anything is allocated: a regular, non-empty file
-  whose declared shape fits in `max_elements` and in the bytes the file holds; no pickled
-  objects. Failures are ValueErrors naming `what` and the file."""
-  path = user_files.regular_file(path, f"{what} file")
-  where = f"{what} file {path}"
-  size = user_files.file_size(path)
-  if size == 0:
-    raise ValueError(f"{where}: is empty (0 bytes)")
-  try:
-    with open(path, "rb") as f:
-      version = np.lib.format.read_magic(f)
-      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                     else np.lib.format.read_array_header_2_0)
-      shape, fortran, dtype = read_header(f)
-      offset = f.tell()
-      if dtype.hasobject:
-        raise ValueError(f"{where}: holds Python objects, not numbers")
-      count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-      if count > max_elements:
-        raise ValueError(f"{where}: declares shape {shape} ({count} elements), over the limit "
-                         f"of {max_elements} (raise it with --max-pixels)")
-      if count * dtype.itemsize > size - offset:
-        raise ValueError(f"{where}: declares shape {shape} of {dtype} ({count * dtype.itemsize} "
-                         f"bytes) but holds {size - offset} bytes of data (truncated?)")
-      a = np.fromfile(f, dtype=dtype, count=count)
-    return a.reshape(shape, order="F" if fortran else "C")
-  except ValueError as e:
-    if str(e).startswith(where):
-      raise
-    raise ValueError(f"{where}: cannot read it as a .npy array ({e})") from None
-  except (OSError, EOFError) as e:
-    raise ValueError(f"{where}: cannot read it as a .npy array ({e})") from None
 
 
 def _high_bit_gray(im: Image.Image) -> np.ndarray:

@@ -1,63 +1,23 @@
 """The files a user names: read only regular files, never write over an input, write atomically.
 
-Every check raises `cli.UserError` (a `ValueError`) whose message names the flag and the path, so
-the programs report it as one line with exit code 2. Paths with a scheme (`gs://...`) are left to
-`etils.epath`: a bucket holds no FIFOs, and its objects are replaced whole.
+Every check raises a `ValueError` (`cli.UserError`, or `checked_files.FileCheckError` from the
+reading side, re-exported here) whose message names the flag and the path, so the programs report
+it as one line with exit code 2. Paths with a scheme (`gs://...`) are left to `etils.epath`: a
+bucket holds no FIFOs, and its objects are replaced whole.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import stat
 import tempfile
 from typing import Iterator, Mapping
 
 from etils import epath
 
+from data_pipeline.checked_files import (MissingFileError, file_size, is_remote,  # noqa: F401
+                                         regular_file)
 from diffcamera_jax.cli import UserError
-
-
-class MissingFileError(UserError, FileNotFoundError):
-  """A named file that does not exist (also a FileNotFoundError, for callers that catch that)."""
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-  """True for paths with a scheme (`gs://bucket/...`)."""
-  return "://" in os.fspath(path)
-
-
-def _kind(mode: int) -> str:
-  for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                     (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                     (stat.S_ISBLK, "a block device")):
-    if test(mode):
-      return name
-  return "not a regular file"
-
-
-def regular_file(path: str | os.PathLike, what: str) -> str:
-  """`path` if it names a regular file (after symlinks); else `UserError` naming `what`.
-
-  Checked before any `open`: opening a FIFO blocks until a writer appears, a device may never end.
-  """
-  path = os.fspath(path)
-  if is_remote(path):
-    return path
-  try:
-    mode = os.stat(path).st_mode
-  except FileNotFoundError:
-    raise MissingFileError(f"{what} {path}: no such file") from None
-  except OSError as error:  # a symlink loop, a path through a file, no permission
-    raise UserError(f"{what} {path}: cannot be read ({error.strerror or error})") from None
-  if not stat.S_ISREG(mode):
-    raise UserError(f"{what} {path}: is {_kind(mode)}, not a regular file")
-  return path
-
-
-def file_size(path: str | os.PathLike) -> int:
-  """Size in bytes of a local regular file (see `regular_file`)."""
-  return os.stat(os.fspath(path)).st_size
 
 
 def _same(a: str, b: str) -> bool:

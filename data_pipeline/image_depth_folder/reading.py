@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from diffcamera_jax import imageio
+from data_pipeline import checked_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MAP_SUFFIXES = (".png", ".npy")
@@ -93,9 +93,9 @@ def _checked(path: pathlib.Path | str, what: str, read):
 
 def read_image(path: pathlib.Path | str) -> np.ndarray:
   """The photo as uint8 RGB [H, W, 3], EXIF orientation applied (as depth estimators see it);
-  read by `diffcamera_jax.imageio.open_image` (regular files only, pixel limit checked from the
+  read by `checked_files.open_image` (regular files only, pixel limit checked from the
   header before decoding)."""
-  img = _checked(path, "image", lambda: imageio.open_image(path, "image"))
+  img = _checked(path, "image", lambda: checked_files.open_image(path, "image"))
   return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
@@ -104,9 +104,9 @@ def read_map(path: pathlib.Path | str) -> np.ndarray:
   header checked before anything is allocated)."""
   path = pathlib.Path(path)
   if path.suffix.lower() == ".npy":
-    values = _checked(path, "map", lambda: imageio.read_npy(path, "map"))
+    values = _checked(path, "map", lambda: checked_files.read_npy(path, "map"))
   else:
-    values = np.asarray(_checked(path, "map", lambda: imageio.open_image(path, "map")))
+    values = np.asarray(_checked(path, "map", lambda: checked_files.open_image(path, "map")))
   if values.ndim == 3 and values.shape[-1] == 1:
     values = values[..., 0]
   if values.ndim != 2:
