@@ -120,16 +120,21 @@ def train(config: ml_collections.ConfigDict, steps: int | None = None,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  start, done = time.time(), 0
+  start, done, window, curve = time.time(), 0, [], []
   while done < total and (minutes is None or time.time() - start < 60.0 * minutes):
     batch = pipeline.to_global_batch(next(data_iter), mesh)
     render_key, drop_key = jax.random.split(jax.random.fold_in(rng, done))
     params, opt_state, loss = step(params, opt_state, simulate(batch, render_key), drop_key)
+    window.append(loss)
     done += 1
-    if done % 100 == 0:
-      log(f"step {done}: loss {float(loss):.5f}, {done / (time.time() - start):.2f} steps/s")
+    if done % 100 == 0:  # the mean over the last 100 steps: single batches vary ~3x
+      mean = float(np.mean(jax.device_get(window)))
+      window = []
+      curve.append([done, mean])
+      log(f"step {done}: mean loss {mean:.5f}, {done / (time.time() - start):.2f} steps/s")
   jax.block_until_ready(params)
-  return params, {"steps": done, "seconds": time.time() - start, "widths": list(net.widths)}
+  return params, {"steps": done, "seconds": time.time() - start, "widths": list(net.widths),
+                  "loss_every_100": curve}
 
 
 def load_method(path: str, use_depth: bool = True) -> Callable:

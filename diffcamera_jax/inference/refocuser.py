@@ -202,9 +202,7 @@ class Refocuser:
     self.max_side, self.batch_size = max_side, int(batch_size)
     self.full_resolution = bool(full_resolution)
     self.budget = int(max_memory or fullres.default_memory_budget())
-    # on a CPU the host arrays and the programs share one memory, and --max-memory bounds both
-    self.host_budget = (self.budget if jax.devices()[0].platform == "cpu"
-                        else fullres.host_budget())
+    self.host_budget = fullres.host_budget()  # the host arrays' (`full_resolution.host_bytes`)
     self.num_steps = int(num_steps or config.objective.sample_steps)
     self._model, self._codec = _build(config)
     if config.model.name == "flux":
@@ -280,8 +278,8 @@ class Refocuser:
       raise MemoryBudgetError(
           f"a {image_hw[1]}x{image_hw[0]} photo with {frames} frame(s) needs "
           f"{host / 2 ** 30:.2f} GiB of host memory, over its {self.host_budget / 2 ** 30:.2f} GiB "
-          "budget: ask for fewer frames, pass a smaller photo, or raise max_memory "
-          "(--max-memory)")
+          "budget (half the host memory available): ask for fewer frames or pass a smaller "
+          "photo")
     return host
 
   def sample(self, reference: np.ndarray, disparity: np.ndarray | None, focus: np.ndarray,
