@@ -5,7 +5,7 @@
 
 Each (photo size, frame count) runs in its own process: the model is loaded and the plan for the
 call is made (which compiles the sampler), then the call runs; the growth of the process's peak
-RSS during the call is compared with `full_resolution.host_bytes` and with the sampler's planned
+RSS during the call is compared with `inference.memory.host_bytes` and with the sampler's planned
 bytes. On a CPU backend both share the host's memory, so their sum is what `--max-memory` bounds.
 """
 from __future__ import annotations

@@ -45,7 +45,7 @@ def run_case(model: str, size: str, frames: int, depth: bool, max_side: int | No
   h, w = SIZES[size]
   image, disparity = procedural.make_scene(procedural.BENCHMARK_SEED, 0, h, w)
   start = time.perf_counter()
-  from diffcamera_jax.inference.full_resolution import parse_bytes
+  from diffcamera_jax.inference.memory import parse_bytes
   r = Refocuser.load(model, max_side=max_side,
                      max_memory=parse_bytes(max_memory) if max_memory else None)
   load_s = time.perf_counter() - start
@@ -71,7 +71,7 @@ def make_patch4_export(path: str) -> None:
   import jax
   import flax.linen as nn
   from diffcamera_jax.configs.default import get_config
-  from diffcamera_jax.export import save_exported
+  from diffcamera_jax.exported import save_exported
   from diffcamera_jax.models import build_model, example_inputs
   config = get_config()
   config.model.patch_size = 4

@@ -70,6 +70,34 @@ def add_model_weight_flags(parser) -> None:
                            "depth where none is given")
 
 
+def add_prepass_flags(parser, *, both: bool) -> None:
+  """`--optics-prepass` and its thresholds (`inference.options.InferenceOptions`), shared by the
+  refocus and evaluate programs. With `both`, the default scores each model with and without."""
+  choices = ("on", "off", "both") if both else ("on", "off")
+  parser.add_argument("--optics-prepass", choices=choices, default="both" if both else "on",
+                      help="deblur the photo by the optics first where they explain its blur "
+                           "(not learned; 'both': a row each)")
+  parser.add_argument("--camera-search-threshold", type=float, default=None,
+                      help="residual ratio below which a camera explains the photo (default "
+                           "0.04)")
+  parser.add_argument("--uniform-search-min-gain", type=float, default=None,
+                      help="evidence a uniform disk blur needs without depth (default 0.65)")
+
+
+def prepass_options(args) -> dict:
+  """The `InferenceOptions` fields the pre-pass flags set (unset flags: the option's default)."""
+  out = {}
+  for name in ("camera_search_threshold", "uniform_search_min_gain"):
+    value = getattr(args, name)
+    if value is not None:
+      if not value > 0:
+        raise UserError(f"--{name.replace('_', '-')} {value}: must be > 0")
+      out[name] = float(value)
+  if args.optics_prepass in ("on", "off"):
+    out["optics_prepass"] = args.optics_prepass == "on"
+  return out
+
+
 def one_line(message: str, limit: int = 4) -> str:
   """A multi-line error (e.g. a checkpoint's list of wrong tensors) as one line: its first
   `limit` lines joined by "; ", and how many more there were."""

@@ -8,7 +8,9 @@
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
 the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, and each
-ablation checkpoint. Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
+ablation checkpoint. Each model is scored as it is ("model") and after the optics pre-pass that
+deblurs the photo where the optics explain its blur ("optics deblur + model"; not learned;
+`--optics-prepass on|off` keeps one of the two). Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.evaluation.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
 `diffcamera_jax.evaluation.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
@@ -30,9 +32,17 @@ import sys
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from data_pipeline.procedural import BENCHMARK_NUM_SCENES
+from diffcamera_jax import imageio
+from diffcamera_jax.evaluation import benchmark, depth_corruption
+from diffcamera_jax.evaluation.report import render_report
+from diffcamera_jax.inference.refocuser import Refocuser
 from diffcamera_jax.cli import (EXIT_BAD_INPUT, ArgumentParser, add_model_weight_flags,
-                                ensure_writable_dir, one_line)
+                                add_prepass_flags, ensure_writable_dir, one_line, prepass_options)
+
+PREPASS_LABEL = "optics deblur + "  # rows of a model run after the optics pre-pass
 
 
 
@@ -85,13 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
                  help="local CLIP vision weights (HF CLIPVisionModelWithProjection .safetensors, "
                       "config.json beside it; see diffcamera_jax.evaluation.clip_image): adds CLIP-I per task")
   add_model_weight_flags(p)
+  add_prepass_flags(p, both=True)
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   p.add_argument("--out", required=True, help="output directory")
   return p
 
 
 def check_args(args: argparse.Namespace) -> None:
-  from data_pipeline.procedural import BENCHMARK_NUM_SCENES
   if not 1 <= args.num_scenes <= BENCHMARK_NUM_SCENES:
     raise ValueError(f"--num-scenes {args.num_scenes}: must be in [1, {BENCHMARK_NUM_SCENES}]")
   for flag, path in ([("--model", args.model), ("--baseline", args.baseline)]
@@ -113,13 +123,13 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError("--depth-model and --no-depth exclude each other: the first supplies "
                      "estimated depth, the second none")
   if args.depth_corruption is not None:
-    from diffcamera_jax.evaluation import depth_corruption
     depth_corruption.parse_kinds(args.depth_corruption)
     if args.no_depth or args.depth_model is not None:
       raise ValueError("--depth-corruption corrupts the true depth: it excludes --no-depth and "
                        "--depth-model")
   if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or args.examples < 0:
     raise ValueError("--steps and --batch-size must be >= 1, --examples >= 0")
+  prepass_options(args)
   ensure_writable_dir(args.out, "--out")
 
 
@@ -149,8 +159,6 @@ def load_methods(args: argparse.Namespace, estimator=None
                  ) -> tuple[dict[str, Callable], tuple[int, int] | None]:
   """Baselines first, then the model and ablations (in the order given); and the model's size.
   With a depth `estimator`, the renderer, baseline and models also run on estimated depth."""
-  from diffcamera_jax.evaluation import benchmark
-  from diffcamera_jax.inference.refocuser import Refocuser
   methods = {"input unchanged": benchmark.identity_method,
              "renderer (true depth)": benchmark.make_renderer_method()}
   estimated = EstimatedDepth(estimator) if estimator is not None else None
@@ -168,17 +176,25 @@ def load_methods(args: argparse.Namespace, estimator=None
     methods[f"{label} (no depth)" if args.no_depth else label] = baseline
   size = None
   models = ([("model", args.model)] if args.model else []) + list(args.ablation)
+  options = prepass_options(args)
+  prepass = {"on": (True,), "off": (False,), "both": (False, True)}[args.optics_prepass]
+  options.pop("optics_prepass", None)
   for name, path in models:
     try:
       refocuser = Refocuser.load(path, batch_size=args.batch_size, num_steps=args.steps,
-                                 base_weights=args.base_weights, vae_weights=args.vae_weights)
+                                 base_weights=args.base_weights, vae_weights=args.vae_weights,
+                                 **options)
     except FileNotFoundError as e:
       raise ValueError(f"{path}: {e}") from None
-    label = f"{name} (no depth)" if args.no_depth else name
-    method = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed)
-    if estimated is not None:
-      label, method = f"{name} (estimated depth)", estimated.wrap(method)
-    methods[label] = method
+    for deblur in prepass:
+      label = f"{PREPASS_LABEL}{name}" if deblur else name
+      method = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed,
+                                   optics_prepass=deblur)
+      if estimated is not None:
+        label, method = f"{label} (estimated depth)", estimated.wrap(method)
+      elif args.no_depth:
+        label = f"{label} (no depth)"
+      methods[label] = method
     size = size or tuple(refocuser.config.data.image_size)
   if getattr(args, "depth_corruption", None):
     methods = with_corrupted_depth(methods, args.depth_corruption, seed=args.seed)
@@ -189,7 +205,6 @@ def with_corrupted_depth(methods: dict[str, Callable], kinds: str, seed: int = 0
                          ) -> dict[str, Callable]:
   """`methods` plus, for each corruption kind, a row `NAME (depth: KIND)` of every method that
   reads depth (all but the input unchanged) given the corrupted map."""
-  from diffcamera_jax.evaluation import depth_corruption
   out = dict(methods)
   for kind in depth_corruption.parse_kinds(kinds):
     for name, method in methods.items():
@@ -197,63 +212,6 @@ def with_corrupted_depth(methods: dict[str, Callable], kinds: str, seed: int = 0
         label = name.replace(" (true depth)", "")
         out[f"{label} (depth: {kind})"] = depth_corruption.wrap(method, kind, seed)
   return out
-
-
-def _request_key(reference, focus, blur) -> bytes:
-  h = hashlib.blake2b(digest_size=16)
-  for a in (reference, focus, blur):
-    a = np.ascontiguousarray(np.asarray(a, np.float32))
-    h.update(repr(a.shape).encode())
-    h.update(a.tobytes())
-  return h.digest()
-
-
-class TaskScores:
-  """Extra metrics (`{name: fn(output, target) -> [B]}`) of a method's task outputs against the
-  ground truth, alongside `benchmark.run` (used for LPIPS and CLIP-I).
-
-  `benchmark.run` calls the method once per task request (and for the stacking and sweep scores);
-  the wrapper from `wrap` recognises the task requests by their content (reference, focus, blur)
-  and scores those outputs against the task's target. Ground truth is re-rendered per batch.
-  """
-
-  def __init__(self, metrics: dict[str, Callable], scenes, spec, batch_size: int):
-    from diffcamera_jax.evaluation import benchmark
-    self.metrics, self.scenes, self.spec, self.batch_size = metrics, scenes, spec, batch_size
-    self.requests = {}  # request key -> (first scene index of the batch, task)
-    for start in range(0, len(scenes), batch_size):
-      gt = self._ground_truth(start)
-      for task in benchmark.TASKS:
-        reference, focus, blur, _ = benchmark.task_request(gt, task)
-        self.requests[_request_key(reference, focus, blur)] = (start, task)
-    self._cached = (None, None)
-
-  def _ground_truth(self, start: int):
-    from diffcamera_jax.evaluation import benchmark
-    batch = self.scenes[start:start + self.batch_size]
-    return benchmark.ground_truth(batch, range(start, start + len(batch)), self.spec)
-
-  def wrap(self, method: Callable) -> tuple[Callable, dict]:
-    """(method that also scores, {"task/metric": [num_scenes] scores, NaN until scored})."""
-    from diffcamera_jax.evaluation import benchmark
-    scores = {f"{task}/{m}": np.full(len(self.scenes), np.nan)
-              for task in benchmark.TASKS for m in self.metrics}
-
-    def scored(reference, disparity, focus, blur):
-      out = method(reference, disparity, focus, blur)
-      hit = self.requests.get(_request_key(reference, focus, blur))
-      if hit is not None:
-        start, task = hit
-        if self._cached[0] != start:
-          self._cached = (start, self._ground_truth(start))
-        target = benchmark.task_request(self._cached[1], task)[3]
-        out32 = np.asarray(out, np.float32)
-        if out32.shape == target.shape:
-          for m, fn in self.metrics.items():
-            scores[f"{task}/{m}"][start:start + len(target)] = np.asarray(fn(out32, target))
-      return out
-
-    return scored, scores
 
 
 def _enlarge(frames: list[np.ndarray], min_width: int = 128) -> list[np.ndarray]:
@@ -264,8 +222,6 @@ def _enlarge(frames: list[np.ndarray], min_width: int = 128) -> list[np.ndarray]
 
 def save_grids(out_dir: str, bench_name: str, scenes, spec, runs: dict, num_examples: int) -> dict:
   """Example grids (rows = scenes; input | truth | methods) and the sweep grid; returns paths."""
-  from diffcamera_jax import imageio
-  from diffcamera_jax.evaluation import benchmark
   if num_examples == 0:
     return {}
   inputs = benchmark.example_inputs(scenes, spec, num_examples)
@@ -295,10 +251,6 @@ def save_grids(out_dir: str, bench_name: str, scenes, spec, runs: dict, num_exam
 
 def evaluate(args: argparse.Namespace) -> dict:
   """Scores every method on every benchmark; writes the JSON, report and images; returns results."""
-  from tqdm import tqdm
-
-  from diffcamera_jax.evaluation import benchmark
-  from diffcamera_jax.evaluation.report import render_report
   from diffcamera_jax.depth import load_depth_model
   estimator = load_depth_model(args.depth_model)
   methods, model_size = load_methods(args, estimator)
@@ -324,18 +276,11 @@ def evaluate(args: argparse.Namespace) -> dict:
              | {"ablations": dict(args.ablation), "spec": dataclasses.asdict(spec)}, "benchmarks": {}}
   for bench_name, scenes in benches.items():
     runs = {}
-    task_scores = TaskScores(extra, scenes, spec, args.batch_size) if extra else None
     for name, method in methods.items():
       progress = lambda it, d=f"{bench_name} / {name}": tqdm(it, desc=d, disable=args.quiet,
                                                              file=sys.stderr)
-      if task_scores is not None:
-        method, extra_scores = task_scores.wrap(method)
       runs[name] = benchmark.run(method, scenes, spec, batch_size=args.batch_size,
-                                 num_examples=args.examples, progress=progress)
-      if task_scores is not None:
-        for key, v in extra_scores.items():
-          runs[name]["per_scene"][key] = v.tolist()
-          runs[name]["summary"][key] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                                 num_examples=args.examples, metrics=extra, progress=progress)
     results["benchmarks"][bench_name] = {
         "num_scenes": len(scenes), "size": [height, width],
         "sweep_levels": spec.sweep(height, width).tolist(),

@@ -10,12 +10,15 @@ focus x blur combination becomes one frame of a single batched sampling run, wri
 `OUT_STEM.gif`. Without `--depth` the model runs its no-depth path (trained under depth dropout),
 or, with `--depth-model WEIGHTS` (Depth Anything V2, `diffcamera_jax.depth`), on a disparity map
 estimated from the photo; `--save-depth d.png` writes that estimate as a 16-bit PNG (1 = nearest)
-to inspect, edit and pass back as `--depth`.
+to inspect, edit and pass back as `--depth`. Before the model, the optics deblur the photo where
+they explain its blur (the camera that explains it, with depth; one disk, without):
+`--optics-prepass off` skips this non-learned step, `--camera-search-threshold` and
+`--uniform-search-min-gain` set how sure it must be.
 A FLUX export (LoRA + condition params) rebuilds its base from the paths its config records;
 `--base-weights` / `--vae-weights` point elsewhere and `--fold-lora` folds the adapters in.
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
-photo's size (`diffcamera_jax.inference.full_resolution`); the working resolution, batch and memory plan are
+photo's size (`diffcamera_jax.inference.compose`); the working resolution, batch and memory plan are
 printed on stderr. `--max-memory 8G` bounds what the programs may plan for; `--max-pixels` the
 photo and depth sizes read (checked from their headers before decoding). No output may name an
 input (the photo, a map, a weights file or the model folder) or another output, and every file is
@@ -30,11 +33,11 @@ import os
 import sys
 from typing import Sequence
 
-import numpy as np
 
 from diffcamera_jax import user_files
 from diffcamera_jax.cli import (EXIT_BAD_INPUT, MAX_BLUR, MAX_FRAMES, ArgumentParser,
-                                add_model_weight_flags, ensure_writable_dir, one_line)
+                                add_model_weight_flags, add_prepass_flags, ensure_writable_dir,
+                                one_line, prepass_options)
 
 
 
@@ -61,7 +64,7 @@ def _aperture(text: str) -> tuple[int, float]:
 
 
 def _size(text: str) -> int:
-  from diffcamera_jax.inference.full_resolution import parse_bytes
+  from diffcamera_jax.inference.memory import parse_bytes
   try:
     return parse_bytes(text)
   except ValueError as e:
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-pixels", type=float, default=None,
                  help="largest photo or depth map read, in pixels (default 1e8)")
   p.add_argument("--batch-size", type=int, default=8, help="most frames per sampling batch")
+  add_prepass_flags(p, both=False)
   p.add_argument("--gif", action="store_true", help="also write an animated GIF of the frames")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--out", required=True, help="output PNG (several frames: used as a stem)")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
   """Rejects bad values before anything is loaded; messages name the flag."""
+  prepass_options(args)
   for x, y in args.focus:
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
       raise ValueError(f"--focus {x},{y}: both coordinates must be in [0, 1]")
@@ -190,7 +195,7 @@ def run(args: argparse.Namespace) -> list[str]:
     refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
                                num_steps=args.steps, max_memory=args.max_memory,
                                base_weights=args.base_weights, vae_weights=args.vae_weights,
-                               fold_lora=args.fold_lora)
+                               fold_lora=args.fold_lora, **prepass_options(args))
   except FileNotFoundError as e:
     raise ValueError(f"--model: {e}") from None
   plan = refocuser.plan_for(image.shape[:2], len(focus), depth=disparity is not None)

@@ -17,7 +17,6 @@ network's widths and the steps and seconds trained.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -33,7 +32,7 @@ import optax
 
 from diffcamera_jax.objective.example import Example, make_simulate_fn, max_blur_radius
 from diffcamera_jax import optics
-from diffcamera_jax.cli import EXIT_BAD_INPUT
+from diffcamera_jax.cli import EXIT_BAD_INPUT, ArgumentParser, one_line
 from diffcamera_jax.models.pixel_path import focus_bump
 from diffcamera_jax.models.restorer import UNet, pad_to_multiple, pixel_coordinates
 
@@ -139,7 +138,7 @@ def train(config: ml_collections.ConfigDict, steps: int | None = None,
 
 def load_method(path: str, use_depth: bool = True) -> Callable:
   """An exported baseline as a benchmark method `(reference, disparity, focus, blur) -> images`."""
-  from diffcamera_jax.export import load_exported
+  from diffcamera_jax.exported import load_exported
   config, params = load_exported(path)
   if "baseline" not in config:
     raise ValueError(f"{path} is not a regression baseline export (no config.baseline)")
@@ -167,8 +166,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m diffcamera_jax.regression_baseline",
-                              description=__doc__.split("\n\n")[0])
+  p = ArgumentParser(prog="python -m diffcamera_jax.regression_baseline",
+                     description=__doc__.split("\n\n")[0])
   p.add_argument("--config", required=True, help="config file[:variant] (data, optimiser)")
   p.add_argument("--out", required=True, help="export directory (must not hold an export)")
   budget = p.add_mutually_exclusive_group(required=True)
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
   budget.add_argument("--minutes", type=float)
   args = p.parse_args(argv)
   from diffcamera_jax.configs.validation import ConfigError, validate_config
-  from diffcamera_jax.export import PARAMS_DIR, save_exported
+  from diffcamera_jax.exported import PARAMS_DIR, save_exported
   try:
     if (args.steps is not None and args.steps <= 0) or (args.minutes is not None
                                                         and args.minutes <= 0):
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config_file(args.config)
     validate_config(config, num_devices=jax.device_count(), check_paths=True)
   except (ValueError, ConfigError, OSError, SyntaxError, AttributeError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"regression_baseline: error: {one_line(str(e))}", file=sys.stderr)
     return EXIT_BAD_INPUT
   params, record = train(config, args.steps, args.minutes)
   config.baseline = ml_collections.ConfigDict(record)

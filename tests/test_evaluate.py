@@ -10,7 +10,7 @@ import pytest
 
 from diffcamera_jax.configs.default import get_config
 from diffcamera_jax import evaluate
-from diffcamera_jax.export import save_exported
+from diffcamera_jax.exported import save_exported
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.evaluation.report import bar_chart, line_chart, render_report
 
@@ -34,7 +34,9 @@ def test_models_and_ablation_side_by_side(tmp_path, capsys):
   assert evaluate.main(argv) == 0
   results = json.loads((out / "results.json").read_text())
   bench = results["benchmarks"]["procedural"]
-  assert list(bench["methods"]) == ["input unchanged", "renderer (true depth)", "model", "no_stack"]
+  assert list(bench["methods"]) == ["input unchanged", "renderer (true depth)", "model",
+                                    "optics deblur + model", "no_stack",
+                                    "optics deblur + no_stack"]
   assert bench["size"] == [32, 32]  # the model's training size
   for method in bench["methods"].values():
     assert len(method["per_scene"]["bokeh/psnr"]) == 2
@@ -64,7 +66,7 @@ def test_depth_model_runs_methods_on_estimated_depth_and_fills_folder_maps(tmp_p
   out = tmp_path / "eval"
   argv = ["--model", str(tmp_path / "model"), "--depth-model", DEPTH_MODEL, "--folder",
           str(folder), "--num-scenes", "2", "--examples", "0", "--steps", "1", "--quiet",
-          "--out", str(out)]
+          "--optics-prepass", "off", "--out", str(out)]
   assert evaluate.main(argv) == 0
   results = json.loads((out / "results.json").read_text())
   for bench in results["benchmarks"].values():

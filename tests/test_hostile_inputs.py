@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from diffcamera_jax import export, imageio, refocus, user_files
+from diffcamera_jax import export, exported, imageio, refocus, user_files
 from diffcamera_jax.cli import UserError
 from diffcamera_jax.weights import safetensors_io as sio
 
@@ -40,7 +40,7 @@ def model(tmp_path_factory):
   config = get_config("tiny")
   net, codec = build_model(config)
   params = net.init({"params": jax.random.key(0)}, *example_inputs(codec, (32, 32)))["params"]
-  export.save_exported(str(d / "model"), config, nn.meta.unbox(params))
+  exported.save_exported(str(d / "model"), config, nn.meta.unbox(params))
   return d / "model"
 
 
@@ -116,16 +116,16 @@ def test_export_never_touches_a_foreign_folder(tmp_path, model):
   foreign.mkdir()
   (foreign / "config.json").write_text('{"mine": 1}')
   with pytest.raises(UserError, match="holds files that are not an export"):
-    export.save_exported(str(foreign), get_config("tiny"), {"w": np.zeros(2)}, replace=True)
+    exported.save_exported(str(foreign), get_config("tiny"), {"w": np.zeros(2)}, replace=True)
   assert (foreign / "config.json").read_text() == '{"mine": 1}'
   assert sorted(os.listdir(tmp_path)) == ["project"]
   # an earlier export is replaced only when asked, and whole
   target = tmp_path / "export"
-  export.save_exported(str(target), get_config("tiny"), {"w": np.zeros(2)})
+  exported.save_exported(str(target), get_config("tiny"), {"w": np.zeros(2)})
   with pytest.raises(FileExistsError):
-    export.save_exported(str(target), get_config("tiny"), {"w": np.ones(2)})
-  export.save_exported(str(target), get_config("tiny"), {"w": np.ones(2)}, replace=True)
-  _, params = export.load_exported(str(target))
+    exported.save_exported(str(target), get_config("tiny"), {"w": np.ones(2)})
+  exported.save_exported(str(target), get_config("tiny"), {"w": np.ones(2)}, replace=True)
+  _, params = exported.load_exported(str(target))
   np.testing.assert_array_equal(params["w"], np.ones(2))
   assert sorted(os.listdir(tmp_path)) == ["export", "project"]
 
@@ -377,12 +377,12 @@ def test_a_damaged_params_folder_is_one_line(tmp_path, capsys, model, damage):
 
 
 def test_the_host_side_of_a_call_is_inside_the_memory_plan(model):
-  from diffcamera_jax.inference import full_resolution as fullres
+  from diffcamera_jax.inference import memory
   from diffcamera_jax.inference.refocuser import MemoryBudgetError, Refocuser
   refocuser = Refocuser.load(str(model))
   plan = refocuser.plan_for((600, 800), 3)
-  assert plan.host_bytes == fullres.host_bytes((600, 800), 3) and "host arrays" in plan.describe()
-  refocuser.host_budget = fullres.host_bytes((600, 800), 3) - 1
+  assert plan.host_bytes == memory.host_bytes((600, 800), 3) and "host arrays" in plan.describe()
+  refocuser.host_budget = memory.host_bytes((600, 800), 3) - 1
   with pytest.raises(MemoryBudgetError, match="host memory"):
     refocuser.plan_for((600, 800), 3)
   with pytest.raises(MemoryBudgetError, match="host memory"):  # before any work is done

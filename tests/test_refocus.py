@@ -11,7 +11,7 @@ from PIL import Image
 
 from diffcamera_jax.configs.default import get_config
 from diffcamera_jax import refocus
-from diffcamera_jax.export import save_exported
+from diffcamera_jax.exported import save_exported
 from diffcamera_jax.models import build_model, example_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

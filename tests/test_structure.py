@@ -110,3 +110,48 @@ def test_the_graph_sees_imports():
   assert "diffcamera_jax.objective.objective" in graph["diffcamera_jax.training.step"]
   assert "data_pipeline.pipeline" in graph["diffcamera_jax.training.trainer"]
   assert "diffcamera_jax.depth" in graph["data_pipeline.image_depth_folder.__main__"]
+
+
+# The house, bottom to top: a package may import its own floor and those below, never above.
+# Each floor lists module prefixes; the commands (top-level programs) form the roof.
+FLOORS = (
+    ("data_pipeline",),
+    ("diffcamera_jax.cli", "diffcamera_jax.user_files", "diffcamera_jax.imageio",
+     "diffcamera_jax.sharding"),
+    ("diffcamera_jax.configs",),
+    ("diffcamera_jax.optics", "diffcamera_jax.weights", "diffcamera_jax.exported"),
+    ("diffcamera_jax.models",),
+    ("diffcamera_jax.objective", "diffcamera_jax.depth"),
+    ("diffcamera_jax.inference",),
+    ("diffcamera_jax.evaluation",),
+    ("diffcamera_jax.training",),
+    ("diffcamera_jax.train", "diffcamera_jax.export", "diffcamera_jax.refocus",
+     "diffcamera_jax.evaluate", "diffcamera_jax.regression_baseline",
+     "diffcamera_jax.memory_plan", "diffcamera_jax.optics_demo", "diffcamera_jax"),
+)
+
+
+def _floor(module: str) -> int:
+  best = None
+  for level, prefixes in enumerate(FLOORS):
+    for prefix in prefixes:
+      if module == prefix or module.startswith(prefix + "."):
+        if best is None or len(prefix) > best[1]:
+          best = (level, len(prefix))
+  assert best is not None, f"{module} is on no floor of FLOORS"
+  return best[0]
+
+
+def test_imports_only_run_down_the_house():
+  """No package imports one above it (so no two packages import each other)."""
+  graph = _graph()
+  upward = sorted(f"{m} -> {d}" for m, deps in graph.items() if m not in ENTRY_POINTS
+                  for d in deps if not d.startswith("configs") and _floor(d) > _floor(m))
+  assert not upward, upward
+
+
+def test_every_floor_is_inhabited():
+  modules = set(_graph())
+  for prefixes in FLOORS:
+    for prefix in prefixes:
+      assert any(m == prefix or m.startswith(prefix + ".") for m in modules), prefix

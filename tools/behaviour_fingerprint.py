@@ -8,7 +8,8 @@ and the benchmark's per-scene scores. Run it before and after a change and compa
     python tools/behaviour_fingerprint.py --out /tmp/before
     ... change ...
     python tools/behaviour_fingerprint.py --out /tmp/after
-    python tools/behaviour_fingerprint.py --compare /tmp/before /tmp/after
+    python tools/behaviour_fingerprint.py --compare /tmp/before /tmp/after \
+        [--rename "OLD ROW=NEW ROW"]
 
 Only the public commands are used (train, export, evaluate), so the tool runs unchanged on both
 sides of a restructuring.
@@ -70,9 +71,19 @@ def fingerprint(out: str, steps: int, scenes: int) -> dict:
           "export": _leaf_hashes(exported), "scores": scores}
 
 
-def compare(a: str, b: str) -> int:
+def compare(a: str, b: str, renames: dict[str, str] | None = None) -> int:
+  """0 when `b` reproduces `a`. `renames` maps a method row of `a` to its name in `b`; rows only
+  `b` has are listed (new rows), not counted as differences."""
   load = lambda d: json.load(open(os.path.join(d, "fingerprint.json"), encoding="utf-8"))
   fa, fb = load(a), load(b)
+  renames = renames or {}
+  fa["scores"] = {setting: {renames.get(m, m): v for m, v in rows.items()}
+                  for setting, rows in fa["scores"].items()}
+  for setting, rows in fb["scores"].items():
+    new = sorted(set(rows) - set(fa["scores"].get(setting, {})))
+    if new:
+      print(f"new rows ({setting}): {new}")
+    fb["scores"][setting] = {m: v for m, v in rows.items() if m not in new}
   problems = []
   for part in ("state", "export", "scores"):
     if fa[part] != fb[part]:
@@ -94,9 +105,11 @@ def main() -> int:
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--scenes", type=int, default=150)
   p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+  p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                 help="with --compare: a method row of BEFORE named NEW in AFTER (repeatable)")
   args = p.parse_args()
   if args.compare:
-    return compare(*args.compare)
+    return compare(*args.compare, dict(r.split("=", 1) for r in args.rename))
   if not args.out:
     p.error("--out or --compare is required")
   result = fingerprint(os.path.abspath(args.out), args.steps, args.scenes)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
   from diffcamera_jax import optics
   from diffcamera_jax.evaluation import benchmark, metrics
-  from diffcamera_jax.export import load_exported
+  from diffcamera_jax.exported import load_exported
   from diffcamera_jax.models import build_model
   from diffcamera_jax.models.restorer import fit_defocus
   from diffcamera_jax.optics.invert import invert_render

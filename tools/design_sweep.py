@@ -8,7 +8,7 @@ Each variant is `NAME=field=value,field=value` (values parsed as Python literals
 Per variant it writes `DIR/NAME.json`: the train time, the flow loss every 100 steps and the
 benchmark summaries on the validation scenes (procedural scenes of `config.eval.procedural_seed`,
 never the benchmark's seed: a sweep tunes, the benchmark only reports) at 1 and 4 sampling steps,
-with and without depth. Training runs the same pipeline, simulate stage and jitted step as `diffcamera_jax.train`,
+with and without depth, the learned model alone (no optics pre-pass). Training runs the same pipeline, simulate stage and jitted step as `diffcamera_jax.train`,
 without checkpoints or summaries; the EMA params are scored. Extra sizes for sweeps: `M` (width 256,
 depth 4) and `S4` (width 128, depth 4). On an image without tensorflow-datasets the folder builder
 is skipped (procedural data only); Grain workers are kept off the accelerator.
@@ -60,7 +60,7 @@ def _score(config, params, num_scenes: int, sample_steps) -> dict:
   from diffcamera_jax.inference.refocuser import Refocuser
   scenes = benchmark.procedural_scenes(num_scenes, *config.data.image_size,
                                       seed=config.eval.procedural_seed)
-  refocuser = Refocuser(config, params, batch_size=16)
+  refocuser = Refocuser(config, params, batch_size=16, optics_prepass=False)
   result = {}
   for n in sample_steps:
     for use_depth in (True, False):

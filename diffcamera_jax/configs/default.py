@@ -128,16 +128,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # conditional mean (best PSNR); more steps draw a sample, sharper but farther from the truth
   # in PSNR (README, Results).
   config.objective.sample_steps = 1
-  # With a given disparity map, the photo is first deblurred by the optics
-  # (diffcamera_jax/inference/physics_deblur.py): the camera (focus disparity, blur) whose renders
-  # explain the photo is searched, and where one explains it (residual ratio below the
-  # threshold), the renderer is inverted to the sharp image the model then refocuses. Without
-  # one, a photo defocused as a whole is deblurred the same way when its spectrum identifies one
-  # disk (log-likelihood gain per frequency over "sharp" at least the min gain) that its
-  # quadrants agree on.
-  config.objective.camera_search = True
-  config.objective.camera_search_threshold = 0.04
-  config.objective.uniform_search_min_gain = 0.65
+  # The optics pre-pass that may deblur a photo before the model is an inference option
+  # (diffcamera_jax/inference/options.py), not part of training.
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
@@ -203,7 +195,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.num_scenes = 2
     config.eval.sample_steps = 2
     config.objective.sample_steps = 2
-    config.objective.camera_search = False
   elif arg == "paper":
     apply_paper(config)
     config.train.num_steps = 1700  # about 30 minutes alone on a 2-core CPU (README, Results)
@@ -221,7 +212,6 @@ def apply_paper(config: ml_collections.ConfigDict,
   the pixel stem and head (`pixel_widths`, one per stride-2 step of the patch), the camera in
   its adaLN and the requested camera's signed circle of confusion as a stem input."""
   config.objective.prior = "none"
-  config.objective.camera_search = False
   config.objective.flow_mse_floor = 0.0
   config.model.pixel_widths = tuple(pixel_widths)
   config.model.camera_adaln = True

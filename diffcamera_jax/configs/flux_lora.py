@@ -89,7 +89,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.num_scenes = 2
     config.eval.sample_steps = 2
     config.objective.sample_steps = 2
-    config.objective.camera_search = False
   elif arg:
     raise ValueError(f"configs/flux_lora.py: unknown variant {arg!r} (expected '', '1024' or 'tiny')")
   return config

@@ -56,7 +56,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # beside its tokens (docs/model.md, *The paper variant*). The pixel stem and head are for patch
   # bottlenecks (8x8x3 values into 128 widths); a 2x2x16 latent patch into 1152 has none.
   config.objective.flow_mse_floor = 0.0
-  config.objective.camera_search = False
   config.model.camera_adaln = True
   if arg == "procedural":
     config.data.source = "procedural"

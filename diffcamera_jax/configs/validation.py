@@ -6,13 +6,12 @@ config file or an override is an error, not a silently ignored key).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Iterable
 
 import ml_collections
 
-from diffcamera_jax.configs import default as default_config
+from diffcamera_jax.configs import schema
 from diffcamera_jax import sharding
-from diffcamera_jax.models.inputs import DTYPES
 from diffcamera_jax.cli import UserError
 
 _MESH_AXES = ("data", "fsdp", "tensor")
@@ -22,21 +21,9 @@ class ConfigError(UserError):
   """A config field has an impossible or missing value."""
 
 
-def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
-
-
 def unknown_fields(config: ml_collections.ConfigDict) -> list[str]:
   """Fields of `config` that the schema (configs/default.py) does not define."""
-  schema = _flatten(default_config.get_config())
-  return sorted(set(_flatten(config)) - set(schema))
+  return sorted(set(schema.flatten(config)) - set(schema.schema_fields()))
 
 
 def resolve_mesh_shape(shape: Iterable[int], num_devices: int) -> tuple[int, ...]:
@@ -72,8 +59,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     raise ConfigError(f"config.model.name={model.name!r}: expected 'dit' or 'flux'")
   if model.remat not in ("none", "full", "dots"):
     raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
-  pixel_widths = tuple(model.get("pixel_widths", ()))
-  if model.get("defocus_map", False) and not pixel_widths:
+  pixel_widths = tuple(model.pixel_widths)
+  if model.defocus_map and not pixel_widths:
     raise ConfigError("config.model.defocus_map=True feeds the pixel stem: it needs "
                       "config.model.pixel_widths")
   if pixel_widths:
@@ -86,8 +73,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
       raise ConfigError(f"config.model.pixel_widths={pixel_widths}: expected {levels} positive "
                         f"channel counts (strides 1 to {model.patch_size // 2})")
   for field in ("dtype", "param_dtype"):
-    if model[field] not in DTYPES:
-      raise ConfigError(f"config.model.{field}={model[field]!r}: expected one of {sorted(DTYPES)}")
+    if model[field] not in schema.DTYPE_NAMES:
+      raise ConfigError(f"config.model.{field}={model[field]!r}: expected one of "
+                        f"{sorted(schema.DTYPE_NAMES)}")
 
   low, high = data.blur_range
   if not 0 <= low <= high:
@@ -109,7 +97,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if prior == "restore":
     restorer = model.restorer
     for name in ("widths", "depth_widths"):
-      widths = tuple(restorer.get(name, restorer.widths))
+      widths = tuple(restorer[name])
       if len(widths) != 3 or min(widths) <= 0:
         raise ConfigError(f"config.model.restorer.{name}={widths}: expected three positive "
                           "channel counts (full, 1/2 and 1/4 resolution)")
@@ -121,12 +109,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor"):
       if config.objective[field] < 0:
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
-  for field in ("camera_search_threshold", "uniform_search_min_gain"):  # absent: the default
-    if field in config.objective and float(config.objective[field]) <= 0:
-      raise ConfigError(f"config.objective.{field}={config.objective[field]} must be > 0")
   if config.objective.stack_weight < 0:
     raise ConfigError(f"config.objective.stack_weight={config.objective.stack_weight} must be >= 0")
-  flow_floor = config.objective.get("flow_mse_floor", 0.0)
+  flow_floor = config.objective.flow_mse_floor
   if flow_floor < 0:
     raise ConfigError(f"config.objective.flow_mse_floor={flow_floor} must be >= 0")
   if flow_floor > 0 and config.objective.prediction != "x0":

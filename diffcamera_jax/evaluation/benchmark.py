@@ -33,7 +33,7 @@ from data_pipeline import procedural
 from data_pipeline.cameras import blur_pixels
 from diffcamera_jax import imageio, optics
 from diffcamera_jax.objective.example import stack_mask
-from diffcamera_jax.evaluation import metrics
+from diffcamera_jax.evaluation import metrics as metrics_lib
 
 TASKS = ("bokeh", "deblur", "refocus")
 PSNR_CAP = 100.0  # dB; exact reproductions (infinite PSNR) count as this when averaging
@@ -206,10 +206,10 @@ def make_renderer_method(gamma: float = 2.2) -> Method:
 
 @jax.jit
 def _scores(output, target):
-  return jnp.minimum(metrics.psnr(output, target), PSNR_CAP), metrics.ssim(output, target)
+  return jnp.minimum(metrics_lib.psnr(output, target), PSNR_CAP), metrics_lib.ssim(output, target)
 
 
-_focus_hits = jax.jit(jax.vmap(metrics.focus_accuracy))
+_focus_hits = jax.jit(jax.vmap(metrics_lib.focus_accuracy))
 
 
 _render = jax.jit(optics.render, static_argnames=("gamma",))
@@ -253,8 +253,13 @@ def task_request(gt: GroundTruth, task: str) -> tuple[np.ndarray, np.ndarray, np
   raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def score_batch(method: Method, gt: GroundTruth, spec: BenchmarkSpec) -> tuple[dict, dict]:
-  """Runs `method` on every task of one batch; returns (per-scene scores, outputs by task)."""
+Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (outputs, targets) [B, H, W, 3] -> [B]
+
+
+def score_batch(method: Method, gt: GroundTruth, spec: BenchmarkSpec,
+                metrics: dict[str, Metric] | None = None) -> tuple[dict, dict]:
+  """Runs `method` on every task of one batch; returns (per-scene scores, outputs by task).
+  Each of `metrics` adds a `{task}/{name}` score of the outputs against the targets."""
   scores, outputs = {}, {}
   for task in TASKS:
     reference, focus, blur, target = task_request(gt, task)
@@ -263,20 +268,22 @@ def score_batch(method: Method, gt: GroundTruth, spec: BenchmarkSpec) -> tuple[d
       raise ValueError(f"method returned shape {out.shape} for task {task}, expected {target.shape}")
     p, s = _scores(out, target)
     scores[f"{task}/psnr"], scores[f"{task}/ssim"] = np.asarray(p), np.asarray(s)
+    for name, metric in (metrics or {}).items():
+      scores[f"{task}/{name}"] = np.asarray(metric(out, target), np.float32)
     if task != "deblur":
       d_f = gt.cameras.disparity_a if task == "bokeh" else gt.cameras.disparity_b
       scores[f"{task}/focus_accuracy"] = np.asarray(_focus_hits(out, gt.image, gt.disparity, d_f))
     outputs[task] = out
   out_b = np.asarray(method(gt.image, gt.disparity, gt.cameras.focus_b, gt.cameras.blur), np.float32)
-  blend = metrics.stacking_consistency(outputs["bokeh"], out_b, gt.mask, gt.multifocus)
+  blend = metrics_lib.stacking_consistency(outputs["bokeh"], out_b, gt.mask, gt.multifocus)
   scores["stacking/psnr"] = np.minimum(np.asarray(blend), PSNR_CAP)
   levels = spec.sweep(*gt.image.shape[1:3])
   sweep = np.stack([method(gt.image, gt.disparity, gt.cameras.focus_a,
                            np.full_like(gt.cameras.blur, k)) for k in levels], axis=1)
-  scores["sweep/lvcorr"] = np.asarray(metrics.lvcorr(levels, sweep))
-  scores["sweep/lvcorr_pearson_log"] = np.asarray(metrics.lvcorr(levels, sweep,
+  scores["sweep/lvcorr"] = np.asarray(metrics_lib.lvcorr(levels, sweep))
+  scores["sweep/lvcorr_pearson_log"] = np.asarray(metrics_lib.lvcorr(levels, sweep,
                                                                  method="pearson_log"))
-  log_lv = np.log(np.asarray(metrics.laplacian_variance(sweep)) + 1e-10)
+  log_lv = np.log(np.asarray(metrics_lib.laplacian_variance(sweep)) + 1e-10)
   scores["sweep/log_lv_drop"] = log_lv - log_lv[:, :1]  # [B, levels]: 0 at K = 0
   outputs["sweep"] = sweep
   return scores, outputs
@@ -290,10 +297,12 @@ def summarize(per_scene: dict[str, np.ndarray]) -> dict[str, float | list[float]
 
 def run(method: Method, scenes: list[Scene], spec: BenchmarkSpec = BenchmarkSpec(), *,
         batch_size: int = 8, num_examples: int = 4,
+        metrics: dict[str, Metric] | None = None,
         progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict:
   """Scores `method` on `scenes`; returns {'summary', 'per_scene', 'examples'} (examples: arrays).
 
   `examples[task]` holds the outputs of the first `num_examples` scenes (for report grids).
+  `metrics` (e.g. LPIPS, CLIP-I) are scored on every task beside PSNR and SSIM.
   """
   if not scenes:
     raise ValueError("scenes: need at least one scene")
@@ -305,7 +314,7 @@ def run(method: Method, scenes: list[Scene], spec: BenchmarkSpec = BenchmarkSpec
   for start in progress(starts):
     batch = scenes[start:start + batch_size]
     gt = ground_truth(batch, range(start, start + len(batch)), spec)
-    scores, outputs = score_batch(method, gt, spec)
+    scores, outputs = score_batch(method, gt, spec, metrics)
     for k, v in scores.items():
       per_scene.setdefault(k, []).append(v)
     for k, v in outputs.items():

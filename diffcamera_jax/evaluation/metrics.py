@@ -28,9 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from diffcamera_jax.objective.losses import stack_blend
-
-_LUMA = jnp.array([0.2126, 0.7152, 0.0722], jnp.float32)
-
+from diffcamera_jax.optics.sharpness import laplacian
 
 def _check_pair(a: jax.Array, b: jax.Array, names: tuple[str, str] = ("a", "b")) -> None:
   if a.shape != b.shape:
@@ -60,16 +58,6 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
   if min(a.shape[-3:-1]) < 11:
     raise ValueError(f"ssim needs images of at least 11x11 pixels, got {a.shape[-3:-1]}")
   return dm_pix.ssim(a, b, max_val=1.0)
-
-
-def laplacian(image: jax.Array) -> jax.Array:
-  """4-neighbour Laplacian of luma on the valid interior: `[..., H, W, 3]` -> `[..., H-2, W-2]`."""
-  image = jnp.asarray(image, jnp.float32)
-  if image.ndim < 3 or image.shape[-1] != 3 or min(image.shape[-3:-1]) < 3:
-    raise ValueError(f"image: expected [..., H, W, 3] with H, W >= 3, got shape {image.shape}")
-  y = image @ _LUMA
-  c = y[..., 1:-1, 1:-1]
-  return y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:] - 4.0 * c
 
 
 def laplacian_variance(image: jax.Array) -> jax.Array:

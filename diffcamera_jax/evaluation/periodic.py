@@ -1,9 +1,10 @@
 """Evaluation during training: the benchmark's tasks on the validation scenes, plus sample grids.
 
-The same engine as the reported benchmark (`benchmark.run`: cameras, exact ground truth, scores),
-on `config.eval.num_scenes` procedural scenes of the validation seed
-(`config.eval.procedural_seed`, apart from training and the benchmark) at the training size, with
-the EMA params and `config.eval.sample_steps` Euler steps. Scalars: `eval/psnr` (mean PSNR over
+The same engine and the same pipeline as the reported benchmark's "model" row (`benchmark.run` on
+a `Refocuser` without the optics pre-pass: cameras, exact ground truth, scores), on
+`config.eval.num_scenes` procedural scenes of the validation seed (`config.eval.procedural_seed`,
+apart from training and the benchmark) at the training size, with the EMA params and
+`config.eval.sample_steps` Euler steps. Scalars: `eval/psnr` (mean PSNR over
 the bokeh, deblur and refocus tasks; `eval/psnr_input` the same for the unchanged input),
 `eval/{task}_psnr`, `eval/deblur_gain` and `eval/refocus_gain` (mean per-scene dB over the
 input), `eval/stack_psnr` (stacking consistency) and `eval/lvcorr` (blur sweep).
@@ -18,21 +19,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from diffcamera_jax.evaluation import benchmark
 from diffcamera_jax.imageio import save_image
-from diffcamera_jax.inference import sampler as sampler_lib
-from diffcamera_jax.models.camera import camera_features
+from diffcamera_jax.inference.refocuser import Refocuser
 
 GRID_SCENES = 4  # scenes shown in the sample grids
 _TASK_PSNR = tuple(f"{task}/psnr" for task in benchmark.TASKS)
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-  if jax.process_count() > 1 and not x.is_fully_addressable:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
 
 
 def validation_scenes(config: ml_collections.ConfigDict) -> list[benchmark.Scene]:
@@ -43,7 +36,8 @@ def validation_scenes(config: ml_collections.ConfigDict) -> list[benchmark.Scene
 
 
 class HeldOutEvaluator:
-  """The validation scenes, the input's scores and a jitted sampler; `run` evaluates params."""
+  """The validation scenes, the input's scores and a `Refocuser` of the model; `run` evaluates
+  params."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, codec: Any, mesh: Any,
                workdir: str) -> None:
@@ -53,8 +47,8 @@ class HeldOutEvaluator:
     self.samples_dir = os.path.join(workdir, "samples")
     self.scenes = validation_scenes(config)
     self.spec = benchmark.BenchmarkSpec(gamma=float(config.data.gamma))
-    self.sample = sampler_lib.make_sampler(model, codec, config)
-    self.rng = jax.random.key(config.seed + 1)
+    self.model, self.codec = model, codec
+    self.refocuser: Refocuser | None = None  # built with the first params
     self.input_scores = self._score(benchmark.identity_method)["per_scene"]
 
   def _score(self, method: benchmark.Method) -> dict:
@@ -62,14 +56,13 @@ class HeldOutEvaluator:
                          num_examples=GRID_SCENES)
 
   def method(self, params: Any) -> benchmark.Method:
-    """`params` as a benchmark method (with depth, no aperture blades: disks)."""
-    def refocus(reference, disparity, focus, blur):
-      n = reference.shape[0]
-      camera = camera_features(focus, blur, self.image_hw, np.zeros((n,), np.int32),
-                               np.zeros((n,), np.float32))
-      return _to_host(self.sample(params, reference, disparity, camera, self.rng,
-                                  self.config.eval.sample_steps))
-    return refocus
+    """`params` as a benchmark method (with depth, disks, no optics pre-pass)."""
+    if self.refocuser is None:
+      self.refocuser = Refocuser.from_model(
+          self.config, self.model, self.codec, params, optics_prepass=False,
+          batch_size=len(self.scenes), num_steps=int(self.config.eval.sample_steps))
+    self.refocuser.set_params(params)
+    return self.refocuser.as_method(seed=self.config.seed + 1)
 
   def evaluate(self, params: Any) -> tuple[dict[str, float], dict]:
     """Scalar metrics of `params` on the validation scenes, and the benchmark's result."""

@@ -27,14 +27,14 @@ import ml_collections
 import numpy as np
 
 from data_pipeline.cameras import blur_pixels
-from diffcamera_jax.inference import full_resolution as fullres
+from diffcamera_jax.inference.resize import downscale, working_size
 from diffcamera_jax.optics.identify import identify_uniform_blur
 from diffcamera_jax.optics.invert import estimate_camera, invert_render
 
 
 @dataclasses.dataclass(frozen=True)
 class CameraSearch:
-  """Settings of `deblur_with_depth` (`config.objective.camera_search_*`)."""
+  """Settings of `deblur_with_depth`."""
   max_blur: float  # largest blur searched, pixels at the working size
   threshold: float = 0.04  # explained-residual ratio below which the photo counts as blurred
   search_iterations: int = 25
@@ -74,8 +74,8 @@ def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, work_hw: tuple[
   disparity = np.asarray(disparity, np.float32)
   height, width = photos.shape[1:3]
   if (height, width) != tuple(work_hw):
-    small = fullres.downscale(photos, tuple(work_hw))
-    small_d = fullres.downscale(disparity, tuple(work_hw), "nearest")
+    small = downscale(photos, tuple(work_hw))
+    small_d = downscale(disparity, tuple(work_hw), "nearest")
   else:
     small, small_d = photos, disparity
   d, k, explained = (np.asarray(a) for a in _estimate(jnp.asarray(small), jnp.asarray(small_d),
@@ -95,8 +95,7 @@ def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, work_hw: tuple[
 
 @dataclasses.dataclass(frozen=True)
 class UniformSearch:
-  """Settings of `deblur_uniform` (`config.objective.uniform_search_*`); blurs in pixels at the
-  photo's size."""
+  """Settings of `deblur_uniform`; blurs in pixels at the photo's size."""
   max_blur: float = 16.0  # largest disk radius considered
   min_blur: float = 1.2  # smaller radii are left alone (too little to restore, easily misread)
   min_gain: float = 0.65  # log-likelihood gain per frequency over "sharp" needed to act
@@ -184,29 +183,28 @@ CACHE_BYTES = 256 * 2 ** 20  # deblurred photos kept for repeated calls on the s
 
 
 class Deblurrer:
-  """`deblur_with_depth` (photos with disparity) or `deblur_uniform` (photos without) with the
-  settings of a model's config and a cache: each distinct photo (and disparity) is searched once;
-  the most recently used results are kept up to CACHE_BYTES."""
+  """The optics pre-pass of a loaded model: `deblur_with_depth` (photos with disparity) or
+  `deblur_uniform` (photos without), searched for blurs of the model's training range, with a
+  cache: each distinct photo (and disparity) is searched once; the most recently used results
+  are kept up to CACHE_BYTES."""
 
-  def __init__(self, config: ml_collections.ConfigDict, max_side: int):
-    self.config, self.max_side = config, int(max_side)
+  def __init__(self, data: ml_collections.ConfigDict, max_side: int, *, threshold: float,
+               min_gain: float):
+    self.data, self.max_side = data, int(max_side)
+    self.threshold, self.min_gain = float(threshold), float(min_gain)
     self._cache: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
 
   def search_for(self, work_hw: tuple[int, int]) -> CameraSearch:
-    """The search at this working size: blurs up to 1.2x the training range."""
-    d = self.config.data
+    """The search at this working size: blurs up to 1.2x the training range (`data`)."""
+    d = self.data
     return CameraSearch(
         max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
                                             int(d.blur_reference_size))),
-        threshold=float(self.config.objective.get("camera_search_threshold",
-                                                  CameraSearch.threshold)),
-        gamma=float(d.gamma))
+        threshold=self.threshold, gamma=float(d.gamma))
 
   def uniform_search(self) -> UniformSearch:
-    """The no-depth search with the config's evidence threshold."""
-    o = self.config.objective
-    return UniformSearch(min_gain=float(o.get("uniform_search_min_gain", UniformSearch.min_gain)),
-                         gamma=float(self.config.data.gamma))
+    """The no-depth search with its evidence threshold."""
+    return UniformSearch(min_gain=self.min_gain, gamma=float(self.data.gamma))
 
   def __call__(self, photos: np.ndarray, disparity: np.ndarray | None) -> np.ndarray:
     """Photos `[N, H, W, 3]` with disparity `[N, H, W]` (or None), deblurred where a camera
@@ -218,7 +216,7 @@ class Deblurrer:
     if todo and disparity is None:
       sharp, _ = deblur_uniform(photos[todo], self.uniform_search())
     elif todo:
-      work_hw = fullres.working_size(*photos.shape[1:3], self.max_side)
+      work_hw = working_size(*photos.shape[1:3], self.max_side)
       sharp, _ = deblur_with_depth(photos[todo], disparity[todo], work_hw,
                                    self.search_for(work_hw))
     if todo:

@@ -30,10 +30,8 @@ def build_model(config: ml_collections.ConfigDict,
       depth_mode=m.depth_mode, camera_frequencies=m.camera_frequencies, rope_theta=m.rope_theta,
       mlp_activation=m.mlp_activation, dropout_rate=m.dropout, remat=m.remat,
       scan_layers=m.scan_layers, attention_chunk=m.attention_chunk,
-      use_prior=config.objective.get("prior", "none") != "none",
-      pixel_widths=tuple(m.get("pixel_widths", ())),
-      camera_adaln=bool(m.get("camera_adaln", False)),
-      defocus_map=bool(m.get("defocus_map", False)),
+      use_prior=config.objective.prior != "none", pixel_widths=tuple(m.pixel_widths),
+      camera_adaln=bool(m.camera_adaln), defocus_map=bool(m.defocus_map),
       restorer=build_restorer(config),
       dtype=config_dtype(m.dtype, "dtype"), param_dtype=config_dtype(m.param_dtype, "param_dtype"))
   return model, codec
@@ -41,10 +39,10 @@ def build_model(config: ml_collections.ConfigDict,
 
 def build_restorer(config: ml_collections.ConfigDict) -> Restorer | None:
   """The restoration stage for `objective.prior="restore"` (`config.model.restorer`), else None."""
-  if config.objective.get("prior", "none") != "restore":
+  if config.objective.prior != "restore":
     return None
   r = config.model.restorer
-  return Restorer(widths=tuple(r.widths), depth_widths=tuple(r.get("depth_widths", r.widths)),
+  return Restorer(widths=tuple(r.widths), depth_widths=tuple(r.depth_widths),
                   radii=tuple(r.radii),
                   depth_size=int(max(config.data.image_size)),
                   gamma=float(config.data.gamma), regularization=float(r.regularization),

@@ -87,6 +87,16 @@ class DiT(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
+  def sequence_length(self, grid_tokens: int) -> int:
+    """Tokens per example when the latent grid has `grid_tokens` patches: camera tokens plus
+    target, reference (and depth, unless folded into the reference's) streams."""
+    streams = 2 if self.depth_mode == "fold" else 3
+    return self.size.num_camera_tokens + streams * grid_tokens
+
+  @property
+  def attention_heads(self) -> int:
+    return self.size.num_heads
+
   def restore(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
               depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The restoration stage on images: (sharp estimate `[B, H, W, 3]`, disparity estimate

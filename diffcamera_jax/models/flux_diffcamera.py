@@ -87,6 +87,15 @@ class FluxDiffCamera(nn.Module):
   patch_size: int = 2  # latent pixels per token side (FLUX packs 2x2); read by the train step
   attention_chunk: int = 0  # query block size in attention (bounds score memory at 1024^2)
 
+  def sequence_length(self, grid_tokens: int) -> int:
+    """Tokens per example for `grid_tokens` packed latent patches: text, target, reference,
+    depth and camera."""
+    return self.text_len + 3 * grid_tokens + self.camera_tokens
+
+  @property
+  def attention_heads(self) -> int:
+    return self.config.num_heads
+
   def _check(self, x_t, t, reference, disparity, camera, depth_keep) -> None:
     b, h, w, c = x_t.shape
     if self.patch_size != 2:
@@ -263,3 +272,21 @@ def init_flux_params(model: FluxDiffCamera, codec: FluxCodec, config: ml_collect
     for name, value in text.items():
       params[name] = jax.device_put(value.astype(abstract[name].dtype), shardings[name])
   return params, shardings
+
+
+def load_frozen_base(config: ml_collections.ConfigDict, model: FluxDiffCamera, codec: FluxCodec,
+                     mesh: Mesh, image_hw: tuple[int, int] | None = None) -> tuple[Any, Any]:
+  """`(frozen_params, frozen_sharding)`: the parts of a FLUX model that are not trained.
+
+  The base transformer streams from `config.flux.transformer_weights` into its shardings (text
+  embeddings from `config.flux.text_embeddings`). Without weights only the "tiny" variant is
+  allowed: its base is then randomly initialised from `config.seed` (the same every call, so a
+  resumed run, and inference on its export, see the same base).
+  """
+  if not config.flux.transformer_weights and config.flux.variant != "tiny":
+    raise ValueError("config.flux.transformer_weights must name the FLUX weights (only the 'tiny' "
+                     "variant may start from a random base)")
+  rng = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
+  params, shardings = init_flux_params(model, codec, config, mesh, rng, image_hw)
+  mask = lora_lib.trainable_mask(params, CONDITION_MODULES)
+  return lora_lib.split_params(params, mask)[1], lora_lib.split_params(shardings, mask)[1]

@@ -1,10 +1,11 @@
 """What every model builder shares: config dtype names and zero inputs of the model's shapes."""
 import jax.numpy as jnp
 
+from diffcamera_jax.configs.schema import DTYPE_NAMES
 from diffcamera_jax.models.camera import CAMERA_FEATURES
 from diffcamera_jax.models.latents import LatentCodec
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in DTYPE_NAMES}
 
 
 def config_dtype(name: str, field: str) -> jnp.dtype:

@@ -93,14 +93,13 @@ class Objective:
     """The objective of a training config (`config.objective`, `config.data`)."""
     o, d = config.objective, config.data
     return cls(
-        prior=o.get("prior", "none"), residual=bool(o.get("residual", False)),
-        prediction=o.get("prediction", "velocity"), stack_weight=o.stack_weight,
+        prior=o.prior, residual=bool(o.residual), prediction=o.prediction,
+        stack_weight=o.stack_weight,
         p_depth_drop=o.p_depth_drop, timestep_mean=o.timestep_mean,
         timestep_std=o.timestep_std, shift_base=o.shift_base, shift_max=o.shift_max,
-        flow_mse_floor=float(o.get("flow_mse_floor", 0.0)),
-        restore_weight=o.get("restore_weight", 1.0),
-        restore_mse_floor=float(o.get("restore_mse_floor", 0.0)),
-        depth_weight=o.get("depth_weight", 1.0), blur_map_weight=o.get("blur_map_weight", 0.1),
+        flow_mse_floor=float(o.flow_mse_floor), restore_weight=float(o.restore_weight),
+        restore_mse_floor=float(o.restore_mse_floor), depth_weight=float(o.depth_weight),
+        blur_map_weight=float(o.blur_map_weight),
         sample_steps=int(o.sample_steps), gamma=float(d.gamma),
         blur_range_high=float(d.blur_range[1]), blur_reference_size=int(d.blur_reference_size))
 

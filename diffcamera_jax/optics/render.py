@@ -12,7 +12,6 @@ in-focus layer. See ``docs/optics.md`` for the formulation and what is approxima
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import jax

@@ -42,7 +42,7 @@ def make_checkpoint_manager(workdir: str, config: ml_collections.ConfigDict, *,
                             read_only: bool = False) -> ocp.CheckpointManager:
   """A manager saving every `config.train.checkpoint_every` steps, keeping the newest N; its
   background threads give up after `config.train.watchdog_seconds` rather than wait forever."""
-  timeout = int(config.train.get("watchdog_seconds", 0))
+  timeout = int(config.train.watchdog_seconds)
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=config.train.checkpoint_every,
       max_to_keep=config.train.keep_checkpoints,

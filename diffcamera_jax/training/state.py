@@ -107,25 +107,12 @@ def full_params(params: Any, frozen: Any | None) -> Any:
 
 def frozen_base(config: ml_collections.ConfigDict, model: nn.Module, codec: Any, mesh: Mesh,
                 image_hw: tuple[int, int] | None = None) -> tuple[Any | None, Any | None]:
-  """`(frozen_params, frozen_sharding)` of a FLUX model; `(None, None)` for the DiT.
-
-  The base transformer streams from `config.flux.transformer_weights` into its shardings (text
-  embeddings from `config.flux.text_embeddings`). Without weights only the "tiny" variant is
-  allowed: its base is then randomly initialised from `config.seed` (the same every call, so a
-  resumed run sees the same base).
-  """
+  """`(frozen_params, frozen_sharding)` of a FLUX model (`flux_diffcamera.load_frozen_base`);
+  `(None, None)` for the DiT, whose state holds all its params."""
   if not _is_flux(config):
     return None, None
-  if not config.flux.transformer_weights and config.flux.variant != "tiny":
-    raise ValueError("config.flux.transformer_weights must name the FLUX weights (only the 'tiny' "
-                     "variant may start from a random base)")
-  from diffcamera_jax.models.flux_diffcamera import init_flux_params
-  rng = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
-  params, shardings = init_flux_params(model, codec, config, mesh, rng, image_hw)
-  mask = trainable_mask(config, params)
-  frozen = lora.split_params(params, mask)[1]
-  frozen_sharding = lora.split_params(shardings, mask)[1]
-  return frozen, frozen_sharding
+  from diffcamera_jax.models.flux_diffcamera import load_frozen_base
+  return load_frozen_base(config, model, codec, mesh, image_hw)
 
 
 def train_state_plan(config: ml_collections.ConfigDict, model: nn.Module, codec: LatentCodec,

@@ -7,7 +7,6 @@ is checkpointed, so a resumed run is bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import jax

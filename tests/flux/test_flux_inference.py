@@ -49,7 +49,7 @@ def test_refocus_cli_keeps_each_photo_size(export, capsys):
 def test_folded_lora_gives_the_same_frames(export):
   separate = Refocuser.load(str(export / "export"), max_side=64)
   folded = Refocuser.load(str(export / "export"), max_side=64, fold_lora=True)
-  assert folded._model.lora is None and separate._model.lora is not None
+  assert folded.loaded.model.lora is None and separate.loaded.model.lora is not None
   rng = np.random.default_rng(1)
   image = rng.random((40, 56, 3)).astype(np.float32)
   disparity = rng.random((40, 56)).astype(np.float32)

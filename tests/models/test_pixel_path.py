@@ -100,7 +100,7 @@ def test_defocus_map_is_the_requested_circle_of_confusion():
 
 def test_paper_config_builds_the_pixel_path():
   config = get_config("paper")
-  assert config.objective.prior == "none" and not config.objective.camera_search
+  assert config.objective.prior == "none"
   model, _ = build_model(config)
   assert model.pixel_widths == tuple(config.model.pixel_widths) and not model.use_prior
   assert model.defocus_map and model.camera_adaln

@@ -251,7 +251,7 @@ def test_unusable_output_paths_are_one_line_with_exit_2(tmp_path, capsys):
   from diffcamera_jax.configs import default
   from diffcamera_jax import evaluate, refocus
   from diffcamera_jax.cli import UserError
-  from diffcamera_jax.export import save_exported
+  from diffcamera_jax.exported import save_exported
   blocker = tmp_path / "a_file"
   blocker.write_text("kept")
   photo = tmp_path / "photo.png"

@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from diffcamera_jax.export import load_exported
+from diffcamera_jax.exported import load_exported
 
 
 def _params(workdir, step):

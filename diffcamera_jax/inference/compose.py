@@ -1,4 +1,4 @@
-"""Full-resolution frames from a model that works at a lower resolution, within a memory budget.
+"""Frames at the photo's own size from a model that works at a lower resolution.
 
 The model refocuses a downscaled copy of the photo (its working resolution). The frame returned
 at the photo's own size is composed by a band split:
@@ -16,6 +16,9 @@ once the blur is large. Where the model leaves its input unchanged (K = 0 on a s
 output is the photo itself; detail the model generates when deblurring is as fine as the working
 resolution allows, with the photo's own finer band added on top.
 
+Without any disparity (`compose_without_depth`) the photo's finer band is added back scaled by
+the share of local detail the model's frame kept.
+
 The full-resolution render runs in horizontal strips when one frame's compiled plan exceeds the
 memory budget (`render_in_strips`). Strips overlap by the largest blur radius and start on the
 renderer's coarsest pyramid grid; with layered depth they match the whole-frame render exactly,
@@ -26,100 +29,17 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import re
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffcamera_jax import optics
-from diffcamera_jax.evaluation import metrics
+from diffcamera_jax.inference.memory import compiled_bytes
+from diffcamera_jax.inference.resize import downscale, upscale
 from diffcamera_jax.optics import layers as layers_lib
-
-_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-
-
-def parse_bytes(text: str) -> int:
-  """`"8G"`, `"512M"`, `"1.5G"` or a plain byte count -> bytes (binary units); ValueError else."""
-  match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
-  if not match:
-    raise ValueError(f"expected a size like 8G, 512M or 1.5G, got {text!r}")
-  value = float(match.group(1)) * _UNITS[match.group(2).upper()]
-  if value < 2 ** 20:
-    raise ValueError(f"a memory budget below 1M cannot hold a frame, got {text!r}")
-  return int(value)
-
-
-def default_memory_budget() -> int:
-  """Bytes the inference programs may plan for: 80 % of the first accelerator's memory limit, or
-  half of the host memory available now on a CPU backend."""
-  device = jax.devices()[0]
-  if device.platform != "cpu":
-    stats = device.memory_stats() or {}
-    if stats.get("bytes_limit"):
-      return int(0.8 * stats["bytes_limit"])
-  return host_budget()
-
-
-# Host bytes a call holds per photo pixel (the photo, its disparity, the deblurred photo, the
-# band-split copies and the full-resolution render's buffers, which on a CPU live in host memory
-# too) and per frame and pixel (the frame, its render, the composition's temporaries). Measured
-# peak RSS growth (benchmarks/host_memory.py, 1.5 and 6 megapixels, 1 and 4 frames, with and
-# without the optics pre-pass) stays below these plus a fixed part (compiling the programs for
-# the photo's size).
-HOST_BYTES_FIXED = 256 * 2 ** 20
-HOST_BYTES_PER_PIXEL = 80
-HOST_BYTES_PER_FRAME_PIXEL = 84
-
-
-def host_bytes(image_hw: tuple[int, int], frames: int) -> int:
-  """Host memory a call on one photo of `image_hw` with `frames` cameras plans for."""
-  pixels = int(image_hw[0]) * int(image_hw[1])
-  return HOST_BYTES_FIXED + pixels * (HOST_BYTES_PER_PIXEL + frames * HOST_BYTES_PER_FRAME_PIXEL)
-
-
-def host_budget() -> int:
-  """Host memory the programs may plan for: half of what is available now."""
-  try:
-    return int(0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-  except (ValueError, OSError):
-    return 4 * 2 ** 30
-
-
-def compiled_bytes(compiled) -> int:
-  """Peak bytes of a compiled XLA program: arguments + temporaries + outputs (less aliasing)."""
-  m = compiled.memory_analysis()
-  if m is None:  # a backend without the analysis: assume it fits
-    return 0
-  return int(m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes
-             - m.alias_size_in_bytes)
-
-
-def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
-  """The photo's size scaled so that its longer side is at most `max_side` (never enlarged)."""
-  scale = min(1.0, max_side / max(height, width))
-  return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-@functools.lru_cache(maxsize=64)
-def _resizer(shape: tuple[int, ...], method: str):
-  return jax.jit(lambda x: jax.image.resize(x, shape, method, antialias=method != "nearest"))
-
-
-def downscale(x: np.ndarray, hw: tuple[int, int], method: str = "linear") -> np.ndarray:
-  """`[N, H, W, ...]` -> `[N, h, w, ...]`, antialiased (the model's input; `nearest` for depth)."""
-  shape = (x.shape[0], *hw, *x.shape[3:])
-  if tuple(x.shape) == shape:
-    return np.asarray(x)
-  return np.asarray(_resizer(shape, method)(jnp.asarray(x, jnp.float32)))
-
-
-def upscale(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-  """`[N, h, w, ...]` -> `[N, H, W, ...]` by cubic interpolation."""
-  shape = (x.shape[0], *hw, *x.shape[3:])
-  if tuple(x.shape) == shape:
-    return np.asarray(x)
-  return np.asarray(_resizer(shape, "cubic")(jnp.asarray(x, jnp.float32)))
+from diffcamera_jax.optics.sharpness import laplacian
 
 
 def compose(frame_w: np.ndarray, render: np.ndarray) -> np.ndarray:
@@ -134,7 +54,7 @@ def compose(frame_w: np.ndarray, render: np.ndarray) -> np.ndarray:
 
 def _local_energy(x: np.ndarray, size: int = 5) -> np.ndarray:
   """Box-filtered squared Laplacian of the luminance `[h, w]`: local fine detail."""
-  lap = jnp.pad(metrics.laplacian(jnp.asarray(x, jnp.float32)), 1, mode="edge")
+  lap = jnp.pad(laplacian(jnp.asarray(x, jnp.float32)), 1, mode="edge")
   box = jnp.ones((size, size), jnp.float32) / size ** 2
   return np.asarray(jax.scipy.signal.convolve2d(lap ** 2, box, mode="same"))
 
@@ -201,5 +121,33 @@ def render_in_strips(image: np.ndarray, disparity: np.ndarray, focus_disparity: 
   return out
 
 
-__all__ = ["compiled_bytes", "compose", "compose_without_depth", "default_memory_budget", "downscale", "parse_bytes",
-           "radius_bucket", "render_in_strips", "upscale", "working_size"]
+def compose_frames(photos: np.ndarray, disparity: np.ndarray | None, frames_w: np.ndarray,
+                   photos_w: np.ndarray, focus: np.ndarray, blur: np.ndarray, *, blades: int,
+                   rotation: float, gamma: float, budget: int,
+                   on_frame: Callable[[], None] = lambda: None) -> np.ndarray:
+  """Frames `[N, H, W, 3]` at the photo's size, clipped to [0, 1]: `compose` of each working
+  frame `frames_w` `[N, h, w, 3]` with the full-resolution render of its camera (focus `[N, 2]`,
+  blur `[N]` in pixels at the photo's size), or `compose_without_depth` when `disparity` is
+  None. `photos` `[1 or N, H, W, 3]`, `disparity` like them, `photos_w` the working copies."""
+  n = len(frames_w)
+  image_hw = photos.shape[1:3]
+  out = np.empty((n, *image_hw, 3), np.float32)
+  max_radius = radius_bucket(float(blur.max()))
+  pick = lambda a, i: a[min(i, len(a) - 1)]
+  for i in range(n):
+    if disparity is None:
+      frame = compose_without_depth(frames_w[i], pick(photos_w, i), pick(photos, i))
+    else:
+      disp = np.asarray(pick(disparity, i), np.float32)
+      d_f = float(optics.focus_disparity(disp, jnp.asarray(focus[i])))
+      render = render_in_strips(pick(photos, i), disp, d_f, float(blur[i]), blades=int(blades),
+                                rotation=float(rotation), gamma=gamma, max_radius=max_radius,
+                                budget=budget)
+      frame = compose(frames_w[i], render)
+    out[i] = np.clip(frame, 0.0, 1.0)
+    on_frame()
+  return out
+
+
+__all__ = ["compose", "compose_frames", "compose_without_depth", "radius_bucket",
+           "render_in_strips"]

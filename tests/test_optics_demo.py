@@ -3,7 +3,7 @@ import os
 
 from PIL import Image
 
-from diffcamera_jax.optics import demo
+from diffcamera_jax import optics_demo as demo
 
 
 def test_demo_writes_readable_pngs(tmp_path):

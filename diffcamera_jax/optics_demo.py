@@ -1,13 +1,12 @@
 """Renders a focal sweep and a few aperture shapes of a procedural scene to PNGs.
 
-    python -m diffcamera_jax.optics.demo --out DIR [--size 256] [--blur 12] [--seed 0]
+    python -m diffcamera_jax.optics_demo --out DIR [--size 256] [--blur 12] [--seed 0]
 
 Writes ``DIR/input.png``, ``DIR/disparity.png``, ``DIR/sweep_<i>.png`` (focus from far to near),
 ``DIR/aperture_<name>.png`` and ``DIR/multifocus.png``, so the renderer can be judged by eye.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 from data_pipeline import procedural
 from diffcamera_jax import optics
+from diffcamera_jax.cli import ArgumentParser, fail
 
 APERTURES = {"disk": optics.Aperture(0, 0.0), "hexagon": optics.Aperture(6, 0.2),
              "pentagon": optics.Aperture(5, 0.0), "triangle": optics.Aperture(3, 0.5)}
@@ -61,17 +61,21 @@ def write_demo(out_dir: str, *, size: int = 256, blur: float = 12.0, seed: int =
   return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description="Render a focal sweep and aperture shapes.")
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = ArgumentParser(prog="python -m diffcamera_jax.optics_demo",
+                          description="Render a focal sweep and aperture shapes.")
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--blur", type=float, default=12.0, help="blur level K in pixels")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--sweep", type=int, default=5, help="number of focal planes")
   args = parser.parse_args(argv)
+  if args.size < 16 or args.sweep < 1 or not args.blur >= 0:
+    fail("optics_demo", "--size must be >= 16, --sweep >= 1 and --blur >= 0")
   for path in write_demo(args.out, size=args.size, blur=args.blur, seed=args.seed, sweep=args.sweep):
     print(path)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

@@ -38,7 +38,6 @@ def test_unknown_field_is_named():
     ("train.num_steps", 0, r"config\.train\.num_steps"),
     ("model.restorer.widths", (16, 32), r"config\.model\.restorer\.widths"),
     ("model.restorer.depth_widths", (8, 0, 32), r"config\.model\.restorer\.depth_widths"),
-    ("objective.camera_search_threshold", 0.0, r"config\.objective\.camera_search_threshold"),
     ("objective.uniform_search_min_gain", 0.0, r"config\.objective\.uniform_search_min_gain"),
     ("model.pixel_widths", (16, 32), r"config\.model\.pixel_widths.*expected 3"),
 ])
