@@ -2,7 +2,10 @@
 import os
 from typing import Any
 
-from diffcamera_jax.weights import flux_layout, loader, vae_layout
+import jax
+import numpy as np
+
+from diffcamera_jax.weights import flux_layout, genfocus_layout, loader, vae_layout
 from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
 
@@ -53,3 +56,48 @@ def load_autoencoder(path: str | os.PathLike, abstract_params: Any, *,
   recipes = vae_layout.vae_recipes({p: tuple(v.shape) for p, v in flat.items()},
                                    vae_layout.detect_layout(ckpt.names()))
   return loader.load_params(ckpt, recipes, abstract_params, shardings)
+
+
+def load_genfocus_lora(path: str | os.PathLike, abstract_params: Any, *, dtype: Any = np.float32,
+                       shardings: Any | None = None, stream: bool | None = None) -> dict:
+  """The adapters of a Genfocus LoRA file (`deblurNet.safetensors`, `bokehNet.safetensors`) as
+  `lora_a` / `lora_b` leaves of our FLUX params tree (`weights/genfocus_layout.py`).
+
+  Args:
+    path: the LoRA `.safetensors` file, tensors named as diffusers saves them
+      (`transformer.<module>.lora_A.weight`; bare or peft-prefixed names and names with one adapter
+      infix, `lora_A.<adapter>.weight`, load too).
+    abstract_params: the base `FluxTransformer` params (shapes only, e.g. `jax.eval_shape` of
+      `init`; scanned or not); the adapters take its layers' in/out sizes and layer stacking.
+    dtype: dtype of the returned leaves.
+    shardings: optional tree of shardings for the returned leaves.
+    stream: as in `load_flux_transformer`.
+
+  Returns:
+    A nested dict holding only the adapter leaves; `models.lora.merge_params` joins it to the base.
+
+  Raises:
+    ValueError naming the file and every missing, unexpected or wrong-shaped tensor (a truncated
+    file: the tensors whose bytes lie past its end; a file that is not a FLUX LoRA: some of its
+    tensor names).
+  """
+  ckpt = SafetensorsCheckpoint(path, stream)
+  prefix, adapter = genfocus_layout.detect_layout(ckpt.path, ckpt.names())
+  flat = loader.flatten(abstract_params)
+  num_layers = {}
+  for stack in ("double_blocks", "single_blocks"):
+    stacked = [p for p in flat if p[0] == stack]
+    num_layers[stack] = (flat[stacked[0]].shape[0] if stacked else
+                         len({p[0] for p in flat if p[0].startswith(stack + "_")}))
+  scanned = any(p[0] in ("double_blocks", "single_blocks") for p in flat)
+  layers = genfocus_layout.adapted_layers(num_layers, scanned)
+  shape_of = lambda name: ckpt.shape(name) if name in ckpt else None
+  abstract = {}
+  for layer, per_layer in layers.items():
+    kernel = flat[(*layer, "kernel")].shape
+    rank = genfocus_layout.rank(shape_of, prefix, adapter, per_layer[0])
+    stack = kernel[:-2]
+    abstract[(*layer, "lora_a")] = jax.ShapeDtypeStruct((*stack, kernel[-2], rank), dtype)
+    abstract[(*layer, "lora_b")] = jax.ShapeDtypeStruct((*stack, rank, kernel[-1]), dtype)
+  recipes = genfocus_layout.genfocus_recipes(layers, prefix, adapter)
+  return loader.load_params(ckpt, recipes, loader.unflatten(abstract), shardings)

@@ -8,7 +8,9 @@ used as a linear layer -> `[I, O]`). A scanned leaf stacks one such build
 per layer. All recipes are checked against the checkpoint header and the abstract params (shapes
 only, nothing read) before any data moves; then each leaf is read from the memory-mapped file,
 cast, and placed with `jax.make_array_from_callback` so every device copies only its own shard.
-At most one leaf is ever materialised on the host.
+At most one leaf is ever materialised on the host. A source may also place its tensors
+block-diagonally instead of concatenating them (`block_diagonal`): how per-projection LoRA
+up-matrices become one up-matrix of a fused projection (q, k, v -> qkv), exact for every input.
 """
 import dataclasses
 from collections.abc import Callable, Mapping
@@ -26,14 +28,21 @@ _TRANSFORMS = ("none", "linear", "conv", "pointwise")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """Checkpoint tensors (concatenated on axis 0) that make one leaf, and how to lay them out."""
+  """Checkpoint tensors (concatenated on axis 0) that make one leaf, and how to lay them out.
+
+  `block_diagonal`: 2-D tensors `[o_i, r_i]` are placed on the diagonal of a zero
+  `[sum o_i, sum r_i]` matrix instead of being concatenated.
+  """
   names: tuple[str, ...]
   transform: str = "none"  # "none" | "linear" | "conv" | "pointwise"
   swap_halves: bool = False
+  block_diagonal: bool = False
 
   def __post_init__(self):
     if self.transform not in _TRANSFORMS:
       raise ValueError(f"Source.transform={self.transform!r}; expected one of {_TRANSFORMS}")
+    if self.block_diagonal and (self.swap_halves or self.transform not in ("none", "linear")):
+      raise ValueError("Source.block_diagonal combines only with transform 'none' or 'linear'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +54,11 @@ class Recipe:
 
 def _source_shape(ckpt: SafetensorsCheckpoint, src: Source) -> tuple[int, ...]:
   shapes = [ckpt.shape(n) for n in src.names]
+  if src.block_diagonal:
+    if any(len(s) != 2 for s in shapes):
+      raise ValueError(f"tensors {list(src.names)} are not all 2-D: shapes {shapes}")
+    shape = (sum(s[0] for s in shapes), sum(s[1] for s in shapes))
+    return shape[::-1] if src.transform == "linear" else shape
   if any(s[1:] != shapes[0][1:] for s in shapes):
     raise ValueError(f"tensors {list(src.names)} cannot be concatenated: shapes {shapes}")
   shape = (sum(s[0] for s in shapes), *shapes[0][1:])
@@ -75,6 +89,13 @@ def build(ckpt: SafetensorsCheckpoint, recipe: Recipe, dtype: Any) -> np.ndarray
   """The host array of one leaf, in `dtype`."""
   def one(src: Source) -> np.ndarray:
     parts = [ckpt.read(n) for n in src.names]
+    if src.block_diagonal:
+      a = np.zeros((sum(p.shape[0] for p in parts), sum(p.shape[1] for p in parts)), dtype)
+      row = col = 0
+      for p in parts:
+        a[row:row + p.shape[0], col:col + p.shape[1]] = p
+        row, col = row + p.shape[0], col + p.shape[1]
+      return a.T if src.transform == "linear" else a
     a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
     if src.swap_halves:
       half = a.shape[0] // 2
