@@ -157,6 +157,14 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, cos: jnp.ndarray,
   q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
   axes = ("batch", "length", "heads", "kv")
   q, k, v = (nn.with_logical_constraint(a, axes) for a in (q, k, v))
+  return chunked_attention(q, k, v, chunk)
+
+
+def chunked_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, chunk: int = 0
+                      ) -> jnp.ndarray:
+  """Softmax attention `[B, Lq, H, D] x [B, Lk, H, D] -> [B, Lq, H·D]`, queries in blocks of
+  `chunk` (0: all at once) under `jax.checkpoint`, so the scores held at once (forward and
+  backward) are `[B, H, chunk, Lk]`."""
   b, length, h, d = q.shape
   if not chunk or length <= chunk:
     return jax.nn.dot_product_attention(q, k, v).reshape(b, length, h * d)

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcamera_jax.models.autoencoder import AutoencoderKL
-from diffcamera_jax.models.flux import FluxConfig, apply_rope, rope, timestep_embedding
+from diffcamera_jax.models.flux import (FluxConfig, apply_rope, chunked_attention, rope,
+                                        timestep_embedding)
 from diffcamera_jax.models.flux_diffcamera import image_ids, pack_latents, unpack_latents
 
 Dtype = Any
@@ -204,30 +205,17 @@ def _heads(qkv: jnp.ndarray, config: FluxConfig, norm: Mapping) -> tuple[jnp.nda
           _rms_norm(norm["key_norm"]["scale"], k[:, :, 0]), v[:, :, 0])
 
 
-def _attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, chunk: int) -> jnp.ndarray:
-  """Softmax attention `[B, Lq, H, D] x [B, Lk, H, D] -> [B, Lq, H·D]`, queries in blocks of
-  `chunk` (0: all at once) so the scores held at once are `[B, H, chunk, Lk]`."""
-  b, length, h, d = q.shape
-  if not chunk or length <= chunk:
-    return jax.nn.dot_product_attention(q, k, v).reshape(b, length, h * d)
-  n = -(-length // chunk)
-  blocks = jnp.pad(q, ((0, 0), (0, n * chunk - length), (0, 0), (0, 0)))
-  blocks = blocks.reshape(b, n, chunk, h, d).swapaxes(0, 1)
-  out = jax.lax.map(lambda qc: jax.nn.dot_product_attention(qc, k, v), blocks)
-  return out.swapaxes(0, 1).reshape(b, n * chunk, h * d)[:, :length]
-
-
 def _attention(q, k, v, rope_cs, plain: int, cond_lengths: tuple[int, ...], isolate: bool,
                chunk: int) -> jnp.ndarray:
   """Attention over [text | image | conditions]: text and image queries see every token; each
   condition's queries see text, image and itself only (Genfocus's `group_mask`) when `isolate`."""
   q, k = apply_rope(q, *rope_cs), apply_rope(k, *rope_cs)
   if not isolate or len(cond_lengths) < 2:
-    return _attend(q, k, v, chunk)
-  outs, start = [_attend(q[:, :plain], k, v, chunk)], plain
+    return chunked_attention(q, k, v, chunk)
+  outs, start = [chunked_attention(q[:, :plain], k, v, chunk)], plain
   for n in cond_lengths:
     own = lambda x: jnp.concatenate([x[:, :plain], x[:, start:start + n]], axis=1)
-    outs.append(_attend(q[:, start:start + n], own(k), own(v), chunk))
+    outs.append(chunked_attention(q[:, start:start + n], own(k), own(v), chunk))
     start += n
   return jnp.concatenate(outs, axis=1)
 
