@@ -69,7 +69,7 @@ def run_steps(mesh_shape, host_batch: dict, num_steps: int = 2, devices=None,
   config.objective.p_depth_drop = 0.5
   # The paper's objective: after two Adam steps, params from zero-initialised leaves amplify any
   # rounding difference ~100x, and the physics prior's FFT renders differ by ~2e-7 between
-  # layouts; tests/test_prior.py checks the prior's layout invariance directly.
+  # layouts; tests/objective/test_prior.py checks the prior's layout invariance directly.
   config.objective.prior = "none"
   model, codec = build_model(config)
   mesh = make_mesh(config, devices)

@@ -27,7 +27,7 @@ def setup():
   config.objective.p_depth_drop = 0.5  # the fixed rng then drops some depth maps
   config.train.num_steps = 1000  # keeps the learning rate near its peak for the STEPS we run
   # The paper's objective with t centred at 0.5 (the setting this bar was measured on); the
-  # default objective (prior, t centred high) is checked in tests/test_prior.py.
+  # default objective (prior, t centred high) is checked in tests/objective/test_prior.py.
   config.objective.prior = "none"
   config.objective.timestep_mean = 0.0
   config.objective.flow_mse_floor = 0.0  # plain squared error, as in the paper

@@ -9,7 +9,7 @@ import pytest
 
 from diffcamera_jax.evaluation import clip_image
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "clip")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "clip")
 
 
 @pytest.fixture(scope="module")

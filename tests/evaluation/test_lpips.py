@@ -8,7 +8,7 @@ import pytest
 
 from diffcamera_jax.evaluation import lpips
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "lpips")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "lpips")
 SMALL = {"alex": (8, 12, 16, 12, 12), "vgg": (4,) * 13}
 
 

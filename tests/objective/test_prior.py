@@ -177,7 +177,7 @@ def test_prior_does_not_depend_on_the_batch_layout():
   import os
   import subprocess
   import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root,
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run([sys.executable, "-c", _LAYOUT_SCRIPT], env=env, cwd=root,

@@ -146,7 +146,7 @@ _SHARDED = textwrap.dedent("""
     from diffcamera_jax.configs import default
     from data_pipeline import pipeline
     from diffcamera_jax.objective import example as simulate
-    from tests.test_example import _batch, MAX_RADIUS, SIZE
+    from tests.objective.test_example import _batch, MAX_RADIUS, SIZE
     mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2, 1), ("data", "fsdp", "tensor"))
     host = _batch()
     sim = jax.jit(functools.partial(simulate.simulate, max_radius=MAX_RADIUS))
@@ -168,7 +168,7 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_sharded_batches_give_sharded_outputs_equal_to_one_device():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=root)
   result = subprocess.run([sys.executable, "-c", _SHARDED], cwd=root, env=env,

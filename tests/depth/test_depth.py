@@ -12,7 +12,7 @@ from diffcamera_jax.depth.estimator import normalize_disparity, to_disparity
 from diffcamera_jax.depth.model import bicubic_matrix, bilinear_matrix
 from diffcamera_jax.weights import SafetensorsCheckpoint, save_file
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "depth")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "depth")
 TINY_A = os.path.join(FIXTURES, "tiny_a")
 
 
