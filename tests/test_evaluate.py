@@ -99,6 +99,8 @@ def test_scene_seed_picks_other_scenes(tmp_path):
     (["--folder", "/nonexistent/folder"], "--folder"),
     (["--depth-model", "/nonexistent/weights"], "--depth-model"),
     (["--depth-model", DEPTH_MODEL, "--no-depth"], "exclude each other"),
+    (["--camera-search-threshold", "0"], "--camera-search-threshold"),
+    (["--uniform-search-min-gain", "-1"], "--uniform-search-min-gain"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
   assert evaluate.main([*argv, "--out", str(tmp_path / "o")]) == evaluate.EXIT_BAD_INPUT

@@ -125,6 +125,8 @@ def test_depth_model_estimates_and_saves_the_depth(files, capsys):
     (["--focus", "0.5,0.5", "--blur", "3", "--depth", "{d}/nowhere.png"], "nowhere.png"),
     (["--focus", "0.5,0.5", "--blur", "3", "--aperture", "2"], "--aperture"),
     (["--focus", "0.5,0.5", "--blur", "3", "--steps", "0"], "--steps"),
+    (["--focus", "0.5,0.5", "--blur", "3", "--camera-search-threshold", "0"],
+     "--camera-search-threshold"),
     (["--blur", "3"], "--focus"),
 ])
 def test_bad_arguments_exit_2_with_one_line(files, capsys, extra, expected):
