@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=wrong-import-position
-from diffcamera_jax.models import flux, genfocus, lora
+from diffcamera_jax.models import flux, genfocus, genfocus_sampling, lora
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, AutoencoderKL
 from diffcamera_jax.models.flux_diffcamera import image_ids
 from diffcamera_jax.weights import genfocus_layout
@@ -148,7 +148,7 @@ def main() -> None:
       "tiled": tiled, "velocity_calls_per_step": tiles,
       "tokens_per_velocity_call": {
           s: TEXT_TOKENS + (1 + genfocus.STAGES[s].num_conditions)
-          * (genfocus.TILE_TOKENS ** 2 if tiled else grid[0] * grid[1])
+          * (genfocus_sampling.TILE_TOKENS ** 2 if tiled else grid[0] * grid[1])
           for s in genfocus.STAGES},
   }
 
@@ -198,8 +198,8 @@ def main() -> None:
   save()
 
   # ----------------------------------------------------------------- one velocity call per stage
-  length = genfocus.TILE_TOKENS ** 2 if tiled else grid[0] * grid[1]
-  ids = image_ids(2 * genfocus.TILE_TOKENS, 2 * genfocus.TILE_TOKENS) if tiled \
+  length = genfocus_sampling.TILE_TOKENS ** 2 if tiled else grid[0] * grid[1]
+  ids = image_ids(2 * genfocus_sampling.TILE_TOKENS, 2 * genfocus_sampling.TILE_TOKENS) if tiled \
       else image_ids(*latent_hw)
 
   def velocity(p, img, conds, txt, y, t, g):

@@ -13,7 +13,7 @@ import pytest
 
 from diffcamera_jax import weights
 from diffcamera_jax.models import autoencoder as ae
-from diffcamera_jax.models import flux, genfocus, lora
+from diffcamera_jax.models import flux, genfocus, genfocus_sampling, genfocus_transformer, lora
 from diffcamera_jax.models.flux_diffcamera import load_text_embeddings
 from diffcamera_jax.weights import safetensors_io as sio
 
@@ -86,7 +86,7 @@ def texts(config):
 def _velocity_fn(config):
   def fn(params, img, img_ids, conds, cond_ids, txt, y, t, g):
     txt_ids = jnp.zeros((txt.shape[1], 3), jnp.float32)
-    return genfocus.velocity(params, config, img, img_ids, conds, cond_ids, txt, txt_ids, y, t, g)
+    return genfocus_transformer.velocity(params, config, img, img_ids, conds, cond_ids, txt, txt_ids, y, t, g)
   return jit(fn)
 
 
@@ -170,10 +170,10 @@ def test_tiled_velocity_matches_reference(config, stage_params, texts):
 
   @jit
   def tiled(params, noise, cond):
-    fn = lambda img, conds, ids: genfocus.velocity(
+    fn = lambda img, conds, ids: genfocus_transformer.velocity(
         params, config, img, ids, conds, [ids] * len(conds), txt, jnp.zeros((txt.shape[1], 3)),
         y, io["t"], io["guidance"])
-    return genfocus.tiled_velocity(fn, noise, [cond], (32, 36))
+    return genfocus_sampling.tiled_velocity(fn, noise, [cond], (32, 36))
 
   ours = tiled(stage_params["deblur"], io["noise"].astype(np.float32),
                io["cond0_tokens"].astype(np.float32))
@@ -183,18 +183,18 @@ def test_tiled_velocity_matches_reference(config, stage_params, texts):
 def test_schedule_and_tiles_match_reference():
   ref = read_all(os.path.join(FIXTURES, "schedules.safetensors"))
   for steps, tokens in ((28, 16), (28, 4096), (8, 1152)):
-    sigmas, t = genfocus.sigma_schedule(steps, tokens)
+    sigmas, t = genfocus_sampling.sigma_schedule(steps, tokens)
     np.testing.assert_allclose(sigmas, ref[f"sigmas_{steps}_{tokens}"], rtol=0, atol=1e-7)
     np.testing.assert_array_equal(t, ref[f"timesteps_{steps}_{tokens}"] / np.float32(1000))
   with open(os.path.join(FIXTURES, "tiles.json")) as f:
     tiles = json.load(f)
   for grid, origins in tiles.items():
     gh, gw = map(int, grid.split("x"))
-    assert genfocus.tile_origins(gh, gw) == [tuple(o) for o in origins]
-  w = genfocus.tile_weights(4).reshape(4, 4)
+    assert genfocus_sampling.tile_origins(gh, gw) == [tuple(o) for o in origins]
+  w = genfocus_sampling.tile_weights(4).reshape(4, 4)
   np.testing.assert_allclose(w, w.T)
   np.testing.assert_allclose(w[0, 0], np.exp(-8.0), rtol=1e-6)
-  assert genfocus.use_tiling((512, 576)) and not genfocus.use_tiling((496, 2048))
+  assert genfocus_sampling.use_tiling((512, 576)) and not genfocus_sampling.use_tiling((496, 2048))
 
 
 # ----------------------------------------------------------------------------- defocus map
