@@ -7,6 +7,11 @@ straightforward per-offset scatter in JAX at one radius (the baseline), and the 
 renderer on constant-depth scenes against a float64 FFT convolution with the coverage kernel.
 Candidate and baseline run in the same process, so their ratio is meaningful on a shared machine.
 
+Also recorded: the bytes XLA's cost analysis says each render reads and writes, the rate that
+makes at the measured time and, given ``--peak_bandwidth_gbs`` (the device's memory bandwidth), the
+share of it; and a point light at CoC radii ``--psf_radii`` (disk, gamma 1) read by
+`optics.psf.measure`: radius at half level, 10-90 % edge width, outline roundness, negative light.
+
 On the CPU the batch is split over one XLA CPU device per core (``--cpu_devices``, default the
 core count) with `jax.shard_map`: XLA:CPU runs the operations of one computation nearly one at a
 time, so a single device keeps about one core busy. The single-device timings are recorded too.
@@ -28,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data_pipeline import procedural
 from diffcamera_jax import optics
+from diffcamera_jax.optics import psf
 
 
 def scatter_baseline(image: jax.Array, coc: jax.Array, max_radius: int) -> jax.Array:
@@ -98,6 +104,25 @@ def _accuracy(size: int, radii) -> dict:
   return results
 
 
+def _point_light(radii, max_radius: float) -> dict:
+  """`psf.measure` of a point light rendered at each CoC radius (disk, gamma 1)."""
+  results = {}
+  for radius in radii:
+    size = 2 * (int(radius * 1.25) + 16)
+    image, disparity = psf.point_light_scene(size)
+    out = optics.render(image, disparity, -1.0, float(radius), gamma=1.0, max_radius=max_radius)
+    results[str(radius)] = psf.measure(np.asarray(out)[..., 0], radius).as_dict()
+  return results
+
+
+def _bytes_accessed(fn, *args) -> float | None:
+  """Bytes read and written by one call, from XLA's cost analysis of the compiled program."""
+  analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  value = (analysis or {}).get("bytes accessed")
+  return None if value is None else float(value)
+
+
 def _coverage(radius: float, supersample: int = 16) -> np.ndarray:
   half = int(np.ceil(radius + 1))
   sub = (np.arange(supersample) + 0.5) / supersample - 0.5
@@ -127,6 +152,9 @@ def main() -> None:
   parser.add_argument("--baseline_batch", type=int, default=1,
                       help="examples for the (slow, linear in batch) baseline; scaled per pixel")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--psf_radii", type=int, nargs="+", default=[15, 30, 60, 100, 150])
+  parser.add_argument("--peak_bandwidth_gbs", type=float, default=None,
+                      help="the device's memory bandwidth (GB/s), for the share used")
   parser.add_argument("--out", default="benchmarks/results/render.json")
   parser.add_argument("--cpu_devices", type=int, default=os.cpu_count() or 1,
                       help="XLA CPU devices (one per core) the batch is split over")
@@ -168,6 +196,14 @@ def main() -> None:
                             "cpu_seconds": round(statistics.median(cpu[v, r]), 4)}
   headline = "data_parallel" if "data_parallel" in variants else "single_device"
   candidate = timings[headline]
+  for r in args.radii:  # whole-batch bytes of one single-device program
+    moved = _bytes_accessed(fn, image, disparity, focus, blurs[r])
+    if moved is not None:
+      entry = candidate[str(r)]
+      entry["bytes_accessed"] = moved
+      entry["gb_per_s"] = round(moved / entry["seconds"] / 1e9, 2)
+      if args.peak_bandwidth_gbs:
+        entry["bandwidth_share"] = round(entry["gb_per_s"] / args.peak_bandwidth_gbs, 4)
 
   nb = args.baseline_batch
   blur = jnp.asarray(args.baseline_radius / np.maximum(spread[:nb], 1e-3), jnp.float32)
@@ -198,6 +234,8 @@ def main() -> None:
           if key in candidate else None,
       },
       "accuracy_psnr_db_constant_depth_256px": _accuracy(256, [1.0, 5.0, 12.0, 24.0, 40.0]),
+      "point_light_disk": _point_light(args.psf_radii, max_radius=float(max(args.psf_radii))),
+      "peak_bandwidth_gbs": args.peak_bandwidth_gbs,
       "targets": {"time_ratio_max": 1.5, "speedup_min": 20, "mpix_per_s_min": 4.0},
   }
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
