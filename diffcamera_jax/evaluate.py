@@ -1,14 +1,17 @@
 """Run the refocusing benchmark on exported models and baselines; write JSON and an HTML report.
 
     python -m diffcamera_jax.evaluate --model DIR [--ablation NAME=DIR ...] [--baseline DIR] \
+        [--genfocus DIR] \
         [--num-scenes N] \
         [--size HxW] [--no-depth] [--folder F] [--steps S] [--lpips-weights FILE] \
         [--clip-weights FILE] [--depth-model WEIGHTS] --out OUT
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
-the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, and each
-ablation checkpoint. Each model is scored as it is ("model") and after the optics pre-pass that
+the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, each
+ablation checkpoint and, with `--genfocus DIR`, the released Genfocus LoRAs on FLUX.1-dev
+("Genfocus"; `diffcamera_jax.inference.genfocus_refocuser`; `--base-weights` / `--vae-weights`
+apply to it as to FLUX exports). Each model is scored as it is ("model") and after the optics pre-pass that
 deblurs the photo where the optics explain its blur ("optics deblur + model"; not learned;
 `--optics-prepass on|off` keeps one of the two). Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.evaluation.benchmark` for the tasks
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--model", help="exported model directory (omit to score the baselines only)")
   p.add_argument("--ablation", type=_ablation, action="append", default=[],
                  help="NAME=DIR: another exported model shown side by side (repeatable)")
+  p.add_argument("--genfocus", help="also score the released Genfocus LoRAs on FLUX.1-dev from this "
+                                    "directory (docs/genfocus.md); needs depth")
   p.add_argument("--baseline", help="exported learned baseline (diffcamera_jax.regression_baseline):"
                  " a plain regression network scored beside the model")
   p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
@@ -104,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
   if not 1 <= args.num_scenes <= BENCHMARK_NUM_SCENES:
     raise ValueError(f"--num-scenes {args.num_scenes}: must be in [1, {BENCHMARK_NUM_SCENES}]")
-  for flag, path in ([("--model", args.model), ("--baseline", args.baseline)]
+  for flag, path in ([("--model", args.model), ("--baseline", args.baseline),
+                      ("--genfocus", args.genfocus)]
                      + [(f"--ablation {n}", d) for n, d in args.ablation]):
     if path is not None and not os.path.isdir(path):
       raise ValueError(f"{flag} {path}: no such directory")
@@ -122,6 +128,9 @@ def check_args(args: argparse.Namespace) -> None:
   if args.depth_model is not None and args.no_depth:
     raise ValueError("--depth-model and --no-depth exclude each other: the first supplies "
                      "estimated depth, the second none")
+  if args.genfocus is not None and args.no_depth:
+    raise ValueError("--genfocus: Genfocus's bokeh stage needs a disparity map; it excludes "
+                     "--no-depth (give --depth-model for estimated depth)")
   if args.depth_corruption is not None:
     depth_corruption.parse_kinds(args.depth_corruption)
     if args.no_depth or args.depth_model is not None:
@@ -196,6 +205,18 @@ def load_methods(args: argparse.Namespace, estimator=None
         label = f"{label} (no depth)"
       methods[label] = method
     size = size or tuple(refocuser.config.data.image_size)
+  if getattr(args, "genfocus", None):
+    from diffcamera_jax.inference.genfocus_refocuser import GenfocusRefocuser
+    try:
+      genfocus = GenfocusRefocuser.load(args.genfocus, base_weights=args.base_weights,
+                                        vae_weights=args.vae_weights,
+                                        **({"num_steps": args.steps} if args.steps else {}))
+    except FileNotFoundError as e:
+      raise ValueError(f"--genfocus {args.genfocus}: {e}") from None
+    label, method = "Genfocus", genfocus.as_method(seed=args.seed)
+    if estimated is not None:
+      label, method = f"{label} (estimated depth)", estimated.wrap(method)
+    methods[label] = method
   if getattr(args, "depth_corruption", None):
     methods = with_corrupted_depth(methods, args.depth_corruption, seed=args.seed)
   return methods, size

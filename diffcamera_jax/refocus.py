@@ -16,6 +16,9 @@ they explain its blur (the camera that explains it, with depth; one disk, withou
 `--uniform-search-min-gain` set how sure it must be.
 A FLUX export (LoRA + condition params) rebuilds its base from the paths its config records;
 `--base-weights` / `--vae-weights` point elsewhere and `--fold-lora` folds the adapters in.
+`--genfocus DIR` instead of `--model` runs the released Genfocus LoRAs on FLUX.1-dev
+(`diffcamera_jax.inference.genfocus_refocuser`: deblur, then bokeh from a disparity map, which it
+needs for any K > 0; disk aperture only; no optics pre-pass; `--max-side` default 1024).
 `--aperture N[,DEG]`: 0 = disk, N >= 3 blades rotated by DEG degrees. The model works at the
 resolution it was trained at (`--max-side` overrides it) and the frames are composed back at the
 photo's size (`diffcamera_jax.inference.compose`); the working resolution, batch and memory plan are
@@ -73,7 +76,10 @@ def _size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
   p = ArgumentParser(prog="python -m diffcamera_jax.refocus", description=__doc__.split("\n\n")[0])
-  p.add_argument("--model", required=True, help="exported model directory")
+  which = p.add_mutually_exclusive_group(required=True)
+  which.add_argument("--model", help="exported model directory")
+  which.add_argument("--genfocus", help="Genfocus directory (LoRAs, prompt embeddings, FLUX.1-dev; "
+                                        "docs/genfocus.md)")
   p.add_argument("--image", required=True, help="input photo (any size; EXIF orientation honoured)")
   p.add_argument("--focus", type=_pair, action="append", required=True,
                  help="focus point x,y in [0, 1] (repeatable)")
@@ -125,8 +131,18 @@ def check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--steps {args.steps}: must be >= 1")
   if (args.max_side is not None and args.max_side < 8) or args.batch_size < 1:
     raise ValueError("--max-side must be >= 8 and --batch-size >= 1")
-  if not os.path.isdir(args.model):
+  if args.model is not None and not os.path.isdir(args.model):
     raise ValueError(f"--model {args.model}: no such directory")
+  if args.genfocus is not None:
+    if not os.path.isdir(args.genfocus):
+      raise ValueError(f"--genfocus {args.genfocus}: no such directory")
+    if args.aperture[0] != 0:
+      raise ValueError(f"--aperture {args.aperture[0]}: Genfocus renders a round aperture only")
+    if args.fold_lora:
+      raise ValueError("--fold-lora applies to FLUX exports (--model), not to --genfocus")
+    if args.depth is None and args.depth_model is None and any(k > 0 for k in args.blur):
+      raise ValueError("--genfocus: the bokeh stage needs a disparity map: give --depth or "
+                       "--depth-model (or only --blur 0, the deblur stage)")
   if not args.out.lower().endswith((".png", ".jpg", ".jpeg")):
     raise ValueError(f"--out {args.out}: must end in .png or .jpg")
   ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
@@ -172,7 +188,7 @@ def frame_paths(out: str, n: int) -> list[str]:
 def run(args: argparse.Namespace) -> list[str]:
   """Loads inputs and model, refocuses, writes the files; returns the written paths."""
   from diffcamera_jax import imageio  # heavy imports only after the arguments are known good
-  from diffcamera_jax.inference.refocuser import Refocuser, camera_grid
+  from diffcamera_jax.inference.prepare import camera_grid
 
   max_pixels = int(args.max_pixels or imageio.DEFAULT_MAX_PIXELS)
   image = imageio.load_image(args.image, max_pixels=max_pixels)
@@ -191,19 +207,10 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.save_depth:
       imageio.save_disparity_png(args.save_depth, disparity)
       written.append(args.save_depth)
-  try:
-    refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
-                               num_steps=args.steps, max_memory=args.max_memory,
-                               base_weights=args.base_weights, vae_weights=args.vae_weights,
-                               fold_lora=args.fold_lora, **prepass_options(args))
-  except FileNotFoundError as e:
-    raise ValueError(f"--model: {e}") from None
-  plan = refocuser.plan_for(image.shape[:2], len(focus), depth=disparity is not None)
-  print(f"refocus: {plan.describe()}", file=sys.stderr, flush=True)
-  batches = -(-len(focus) // plan.batch)
+  refocuser, steps_total, composed = _load_refocuser(args, image.shape[:2], len(focus),
+                                                     disparity is not None)
   from tqdm import tqdm
-  composed = plan.work_hw != plan.image_hw
-  with tqdm(total=refocuser.num_steps * batches, desc="sampling", unit="step",
+  with tqdm(total=steps_total, desc="sampling", unit="step",
             disable=args.quiet, file=sys.stderr) as steps, \
        tqdm(total=len(focus) if composed else 0, desc="composing", unit="frame",
             disable=args.quiet or not composed, file=sys.stderr) as frames_bar:
@@ -224,6 +231,39 @@ def run(args: argparse.Namespace) -> list[str]:
     imageio.save_gif(outputs["--gif"], list(frames))
     paths.append(outputs["--gif"])
   return paths + written
+
+
+def _load_refocuser(args: argparse.Namespace, image_hw: tuple[int, int], frames: int,
+                    depth: bool):
+  """(refocuser, progress steps, whether frames are composed at the photo's size) for `--model`
+  or `--genfocus`; its plan is printed on stderr."""
+  if args.genfocus is not None:
+    from diffcamera_jax.inference.genfocus_refocuser import DEFAULT_MAX_SIDE, GenfocusRefocuser
+    from diffcamera_jax.inference.resize import working_size
+    try:
+      refocuser = GenfocusRefocuser.load(
+          args.genfocus, base_weights=args.base_weights, vae_weights=args.vae_weights,
+          max_side=args.max_side or DEFAULT_MAX_SIDE, max_memory=args.max_memory,
+          **({"num_steps": args.steps} if args.steps else {}))
+    except FileNotFoundError as e:
+      raise ValueError(f"--genfocus: {e}") from None
+    work_hw = working_size(*image_hw, refocuser.max_side)
+    print(f"refocus: Genfocus at {work_hw[1]}x{work_hw[0]}, {refocuser.num_steps} steps per stage, "
+          f"1 deblur + {len(args.focus) * sum(k > 0 for k in args.blur)} bokeh stage runs", file=sys.stderr, flush=True)
+    bokeh_runs = len(args.focus) * sum(k > 0 for k in args.blur)
+    return refocuser, 1 + bokeh_runs, work_hw != tuple(image_hw)
+  from diffcamera_jax.inference.refocuser import Refocuser
+  try:
+    refocuser = Refocuser.load(args.model, max_side=args.max_side, batch_size=args.batch_size,
+                               num_steps=args.steps, max_memory=args.max_memory,
+                               base_weights=args.base_weights, vae_weights=args.vae_weights,
+                               fold_lora=args.fold_lora, **prepass_options(args))
+  except FileNotFoundError as e:
+    raise ValueError(f"--model: {e}") from None
+  plan = refocuser.plan_for(image_hw, frames, depth=depth)
+  print(f"refocus: {plan.describe()}", file=sys.stderr, flush=True)
+  batches = -(-frames // plan.batch)
+  return refocuser, refocuser.num_steps * batches, plan.work_hw != plan.image_hw
 
 
 def main(argv: Sequence[str] | None = None) -> int:
