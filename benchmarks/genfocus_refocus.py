@@ -74,24 +74,6 @@ def random_params(key: jax.Array, abstract: Any) -> Any:
   return build(key)
 
 
-def lora_abstract(abstract: Any, rank: int = LORA_RANK) -> dict:
-  """Shapes of one stage's adapter leaves, as `load_genfocus_lora` builds them from a file whose
-  every projection has rank `rank` (fused layers: `rank x parts`)."""
-  flat = {tuple(k.key for k in p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(
-      abstract)[0]}
-  num_layers = {s: next(leaf.shape[0] for p, leaf in flat.items() if p[0] == s)
-                for s in ("double_blocks", "single_blocks")}
-  out: dict = {}
-  for layer, per_layer in genfocus_layout.adapted_layers(num_layers, scanned=True).items():
-    kernel, r = flat[(*layer, "kernel")].shape, rank * len(per_layer[0])
-    node = out
-    for name in layer:
-      node = node.setdefault(name, {})
-    node["lora_a"] = jax.ShapeDtypeStruct((*kernel[:-2], kernel[-2], r), DTYPE)
-    node["lora_b"] = jax.ShapeDtypeStruct((*kernel[:-2], r, kernel[-1]), DTYPE)
-  return out
-
-
 def compile_timed(fn: Callable, *args) -> tuple[Any, float]:
   """`jax.jit(fn)` lowered and compiled for `args`, and the seconds that took."""
   t0 = time.perf_counter()
@@ -171,7 +153,8 @@ def main() -> None:
       jax.eval_shape(vae.init, jax.random.key(0), np.zeros((1, 2 * f, 2 * f, 3))))
   keys = jax.random.split(jax.random.key(0, impl="unsafe_rbg"), 16)  # cheap to compile
   weights = random_params(keys[0], {"base": abstract, "vae": vae_abstract["params"],
-                                    **{s: lora_abstract(abstract) for s in genfocus.STAGES}})
+                                    **{s: genfocus_layout.adapter_shapes(abstract, LORA_RANK, DTYPE)
+                                       for s in genfocus.STAGES}})
   base, vae_params = weights["base"], weights["vae"]
   params = {s: lora.merge_params(base, weights[s]) for s in genfocus.STAGES}
   texts = {s: {"text_tokens": jax.random.normal(keys[4 + i], (TEXT_TOKENS, config.context_in_dim),

@@ -18,6 +18,10 @@ so those figures overstate a TPU's.
 - the sampler (`sampling.make_sampler`, the whole Euler loop, VAE encode and decode) at 1024^2,
   batch 1, adapters folded into the bf16 base: on one v5p chip, one v4 TensorCore, and with the
   base sharded over a v4-8 host's 8 TensorCores (as `Refocuser` places it).
+- Genfocus's bokeh stage (`genfocus.run_stage`, the larger of its two: two condition streams,
+  3584 tokens per tile; VAE encodes, 28 tiled Euler steps, VAE decode) at 1024^2, batch 1, bf16
+  base with rank-64 adapters per projection (`genfocus_layout.adapter_shapes`): on one v5p chip
+  and with the base sharded over a v4-8 host's 8 TensorCores (the FLUX logical axis rules).
 A program that does not fit is recorded with the compiler's message.
 
 Each case records the total per device beside the device's HBM.
@@ -47,6 +51,8 @@ from diffcamera_jax.models import CAMERA_FEATURES, example_inputs, lora  # noqa:
 from diffcamera_jax.models import flux_diffcamera as fd  # noqa: E402
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, AutoencoderKL, FluxCodec  # noqa: E402
 from diffcamera_jax.inference.sampler import make_sampler  # noqa: E402
+from diffcamera_jax.models import flux, genfocus  # noqa: E402
+from diffcamera_jax.weights import genfocus_layout  # noqa: E402
 
 GIB = 2.0 ** 30
 # slice -> (JAX devices, HBM GiB per device, TPU topology). A v5p chip is one device (its two
@@ -185,6 +191,54 @@ def sampler_case(slice_name: str, image: int) -> dict:
           **result}
 
 
+def genfocus_case(slice_name: str, image: int, stage: str = genfocus.BOKEH) -> dict:
+  """One Genfocus stage at `image`^2, batch 1, pixels to pixels: on one device, or with the base
+  and adapters sharded over the slice by the FLUX logical axis rules."""
+  devices, hbm, _ = CHIPS[slice_name]
+  config = flux_lora.get_config("1024")
+  mesh = _mesh(config, slice_name)
+  rules = sharding.logical_rules(config)
+  flux_config = flux.FLUX_PRESETS["dev"]
+  model = flux.FluxTransformer(flux_config, scan_layers=True, param_dtype=jnp.bfloat16)
+  example = (np.zeros((1, 4, flux_config.in_channels)), np.zeros((4, 3)),
+             np.zeros((1, 2, flux_config.context_in_dim)), np.zeros((2, 3)), np.zeros(1),
+             np.zeros((1, flux_config.vec_in_dim)), np.zeros(1))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(lambda r: model.init({"params": r}, *example)["params"], KEY)
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  base = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.unbox(boxed), shardings)
+  replicated = sharding.replicated(mesh)
+  adapters = genfocus_layout.adapter_shapes(base, 64, jnp.bfloat16)
+  # each adapter sharded as its kernel's layer axis (scanned) and otherwise replicated: small
+  adapters = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                          adapters)
+  params = lora.merge_params(base, adapters)
+  place = lambda tree: jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), tree)
+  codec = _abstract_codec()
+  vae = AutoencoderKL(codec.config)
+  vae_params = place(codec.params)
+  n = genfocus.STAGES[stage].num_conditions
+  f = codec.config.downsample_factor
+  grid = (image // f // 2) ** 2
+  text = place({"text_tokens": jax.ShapeDtypeStruct((fd.TEXT_LEN["dev"], flux_config.context_in_dim),
+                                                    jnp.float32),
+                "text_pooled": jax.ShapeDtypeStruct((flux_config.vec_in_dim,), jnp.float32)})
+  images = place([jax.ShapeDtypeStruct((1, image, image, 3), jnp.float32)] * n)
+  noise = place(jax.ShapeDtypeStruct((1, grid, flux_config.in_channels), jnp.float32))
+  run = jax.jit(lambda p, vp, t, ims, z: genfocus.run_stage(
+      stage, p, flux_config, vae, vp, t, ims, z, dtype=jnp.bfloat16))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    lowered = run.lower(params, vae_params, text, images, noise)
+  result = _compile(lowered)
+  return {"program": f"genfocus_{stage}_stage", "slice": slice_name, "devices": devices,
+          "image_size": [image, image], "batch": 1, "steps": genfocus.NUM_STEPS,
+          "tiled": genfocus.use_tiling((image, image)), "lora": "rank 64 per projection, bf16",
+          "hbm_gib_per_device": hbm, "fits": result.get("total_gib", float("inf")) < hbm,
+          **result}
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--out", default="docs/results/flux_compiled_plans.json")
@@ -200,6 +254,10 @@ def main(argv=None) -> int:
   if "sampler" in args.cases:
     for slice_name in ("v5p chip", "v4 core", "v4-8"):
       cases.append(sampler_case(slice_name, 1024))
+      print(json.dumps(cases[-1]), flush=True)
+  if "genfocus" in args.cases:
+    for slice_name in ("v5p chip", "v4-8"):
+      cases.append(genfocus_case(slice_name, 1024))
       print(json.dumps(cases[-1]), flush=True)
   if "train" in args.cases:
     for spec in (("v5p-8", 512, 4), ("v4-32", 512, 2), ("v5p-8", 1024, 2), ("v4-32", 1024, 1)):

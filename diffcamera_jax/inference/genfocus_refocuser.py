@@ -27,16 +27,19 @@ import json
 import os
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcamera_jax import optics, weights
+from diffcamera_jax import optics, sharding, weights
+from diffcamera_jax.configs import flux_lora
 from diffcamera_jax.inference import compose, memory, prepare as prepare_lib
 from diffcamera_jax.inference.resize import downscale, pad_to, upscale, working_size
 from diffcamera_jax.models import flux, genfocus, lora
 from diffcamera_jax.models.autoencoder import VAE_PRESETS, AutoencoderConfig, AutoencoderKL
 from diffcamera_jax.models.flux_diffcamera import load_text_embeddings, pack_latents
+from diffcamera_jax.weights import genfocus_layout
 
 GAMMA = 2.2  # the composition's linear-light decoding of sRGB photos
 DEFAULT_MAX_SIDE = 1024
@@ -106,16 +109,27 @@ class GenfocusRefocuser:
     compute = dtype or (jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
     config = flux_config(transformer)
     model = flux.FluxTransformer(config, scan_layers=True, param_dtype=compute)
-    example = (np.zeros((1, 4, 64)), np.zeros((4, 3)), np.zeros((1, 2, config.context_in_dim)),
-               np.zeros((2, 3)), np.zeros(1), np.zeros((1, config.vec_in_dim)), np.zeros(1))
-    abstract = jax.eval_shape(model.init, jax.random.key(0), *example)["params"]
-    base = weights.load_flux_transformer(transformer, abstract)
+    example = (np.zeros((1, 4, config.in_channels)), np.zeros((4, 3)),
+               np.zeros((1, 2, config.context_in_dim)), np.zeros((2, 3)), np.zeros(1),
+               np.zeros((1, config.vec_in_dim)), np.zeros(1))
+    # The base is sharded over this host's devices by the FLUX logical axis rules (FSDP, as a
+    # FLUX export's base is placed); the adapters, VAE and prompts are replicated.
+    mesh_config = flux_lora.get_config("1024")
+    mesh, rules = sharding.make_mesh(mesh_config), sharding.logical_rules(mesh_config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      boxed = jax.eval_shape(lambda key: model.init({"params": key}, *example)["params"],
+                             jax.random.key(0))
+    abstract = nn.unbox(boxed)
+    placed = sharding.logical_shardings(boxed, mesh, rules)
+    replicated = lambda tree: jax.tree.map(lambda _: sharding.replicated(mesh), tree)
+    base = weights.load_flux_transformer(transformer, abstract, shardings=placed)
     base = jax.tree.map(lambda x: x.astype(compute), base)
     stage_params, texts = {}, {}
     for name, stage in genfocus.STAGES.items():
-      adapters = weights.load_genfocus_lora(
-          _require(os.path.join(directory, stage.lora_file), f"{name} LoRA"), abstract,
-          dtype=compute)
+      lora_file = _require(os.path.join(directory, stage.lora_file), f"{name} LoRA")
+      shapes = genfocus_layout.adapter_shapes(abstract, 1, compute)
+      adapters = weights.load_genfocus_lora(lora_file, abstract, dtype=compute,
+                                            shardings=replicated(shapes))
       stage_params[name] = lora.merge_params(base, adapters)
       texts[name] = load_text_embeddings(
           _require(os.path.join(directory, f"{name}_prompt.safetensors"),
@@ -123,7 +137,8 @@ class GenfocusRefocuser:
           config.context_in_dim, config.vec_in_dim)
     vae = AutoencoderKL(vae_config(vae_path))
     vae_abstract = jax.eval_shape(vae.init, jax.random.key(0), np.zeros((1, 16, 16, 3)))["params"]
-    vae_params = weights.load_autoencoder(vae_path, vae_abstract)
+    vae_params = weights.load_autoencoder(vae_path, vae_abstract,
+                                          shardings=replicated(vae_abstract))
     return cls(stage_params, config, vae, vae_params, texts, dtype=compute, **kwargs)
 
   # ---------------------------------------------------------------------------- public calls

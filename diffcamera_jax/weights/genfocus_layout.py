@@ -28,6 +28,8 @@ needed: Genfocus sets every adapter's scale to exactly 1 on the tokens it applie
 import re
 from collections.abc import Callable
 
+import jax
+
 from diffcamera_jax.weights.loader import Path, Recipe, Source
 
 _PREFIXES = ("transformer.", "base_model.model.", "")  # diffusers file, peft model, bare names
@@ -125,3 +127,23 @@ def genfocus_recipes(layers: dict[Path, list[tuple[str, ...]]], prefix: str,
         tuple(Source(names(mods, "B"), "linear", block_diagonal=True) for mods in per_layer),
         stacked)
   return recipes
+
+
+def adapter_shapes(abstract_params, rank: int, dtype) -> dict:
+  """Shapes (`jax.ShapeDtypeStruct`) of one stage's adapter leaves as `load_genfocus_lora` builds
+  them from a file whose every projection has rank `rank` (fused layers: `rank x parts`), for
+  scanned base params `abstract_params`: what time and memory plans need without a file."""
+  flat = {tuple(k.key for k in p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(
+      abstract_params)[0]}
+  num_layers = {s: next(leaf.shape[0] for p, leaf in flat.items() if p[0] == s)
+                for s in ("double_blocks", "single_blocks")}
+  out: dict = {}
+  for layer, per_layer in adapted_layers(num_layers, scanned=True).items():
+    kernel, r = flat[(*layer, "kernel")].shape, rank * len(per_layer[0])
+    node = out
+    for name in layer:
+      node = node.setdefault(name, {})
+    node["lora_a"] = jax.ShapeDtypeStruct((*kernel[:-2], kernel[-2], r), dtype)
+    node["lora_b"] = jax.ShapeDtypeStruct((*kernel[:-2], r, kernel[-1]), dtype)
+  return out
+

@@ -153,3 +153,32 @@ def test_evaluate_scores_genfocus_rows(directory, tmp_path):
     assert np.isfinite(summary[f"{task}/psnr"])
   assert np.isfinite(summary["sweep/lvcorr"])
   assert evaluate.main(["--genfocus", directory, "--no-depth", "--out", str(tmp_path / "x")]) == 2
+
+
+SHARDED_RUN = """
+import sys
+import numpy as np
+from diffcamera_jax.inference.genfocus_refocuser import GenfocusRefocuser
+g = GenfocusRefocuser.load(sys.argv[1], num_steps=int(sys.argv[2]), max_side=int(sys.argv[3]))
+spec = g.stage_params["bokeh"]["single_blocks"]["linear1"]["kernel"].sharding.spec
+assert "fsdp" in spec, spec
+image, disparity = np.load(sys.argv[4]), np.load(sys.argv[5])
+np.save(sys.argv[6], g.refocus(image, [(0.3, 0.5)], [0.0, 9.0], disparity=disparity))
+"""
+
+
+def test_base_sharded_over_four_devices_gives_the_same_frames(refocuser, directory, tmp_path):
+  import subprocess
+  import sys
+  image, disparity = photo_and_disparity(24, 32, seed=2)
+  np.save(tmp_path / "image.npy", image)
+  np.save(tmp_path / "disparity.npy", disparity)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-c", SHARDED_RUN, directory, str(STEPS), str(SIDE),
+       str(tmp_path / "image.npy"), str(tmp_path / "disparity.npy"), str(tmp_path / "out.npy")],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  one_device = refocuser.refocus(image, [(0.3, 0.5)], [0.0, 9.0], disparity=disparity)
+  np.testing.assert_allclose(np.load(tmp_path / "out.npy"), one_device, atol=1e-5)
