@@ -6,12 +6,16 @@ and the training, inference and evaluation programs.
 
 __version__ = "0.1.0"
 
-__all__ = ["Refocuser"]
+__all__ = ["GenfocusRefocuser", "Refocuser"]
 
 
 def __getattr__(name: str):
-  """Lazy exports: `import diffcamera_jax` stays light; `diffcamera_jax.Refocuser` loads on use."""
+  """Lazy exports: `import diffcamera_jax` stays light; `diffcamera_jax.Refocuser` (and
+  `GenfocusRefocuser`, the released Genfocus LoRAs behind the same call) load on use."""
   if name == "Refocuser":
     from diffcamera_jax.inference.refocuser import Refocuser
     return Refocuser
+  if name == "GenfocusRefocuser":
+    from diffcamera_jax.inference.genfocus_refocuser import GenfocusRefocuser
+    return GenfocusRefocuser
   raise AttributeError(f"module 'diffcamera_jax' has no attribute {name!r}")

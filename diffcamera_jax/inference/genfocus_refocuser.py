@@ -63,6 +63,16 @@ def vae_config(vae: str) -> AutoencoderConfig:
   return VAE_PRESETS["flux"]
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled_stage(stage: str, config: flux.FluxConfig, vae: AutoencoderKL, dtype: Any,
+                    num_steps: int, padded_hw: tuple[int, int]) -> Callable:
+  """One jitted stage per (stage, model, steps, size), shared by every refocuser of that model."""
+  del padded_hw  # part of the cache key: one program per size
+  return jax.jit(lambda params, vae_params, text, images, noise: genfocus.run_stage(
+      stage, params, config, vae, vae_params, text, images, noise, num_steps=num_steps,
+      dtype=dtype))
+
+
 def noise_key(seed: int, stage: str, index: int) -> jax.Array:
   """The initial-noise key of one stage run: photo `index` (deblur) or frame `index` (bokeh)."""
   stream = list(genfocus.STAGES).index(stage)
@@ -225,18 +235,9 @@ class GenfocusRefocuser:
     f = self.vae.config.downsample_factor
     noise = pack_latents(jax.random.normal(
         key, (1, hp // f, wp // f, self.vae.config.latent_channels)))
-    run = self._compiled(stage, (hp, wp), num_steps)
+    run = _compiled_stage(stage, self.config, self.vae, self.dtype, num_steps, (hp, wp))
     out = run(self.stage_params[stage], self.vae_params, self.texts[stage],
               [jnp.asarray(p) for p in padded], noise)
     return np.asarray(out, np.float32)[0, :h, :w]
-
-  @functools.lru_cache(maxsize=16)
-  def _compiled(self, stage: str, padded_hw: tuple[int, int], num_steps: int):
-    del padded_hw  # part of the cache key: one program per size
-    config, vae, dtype = self.config, self.vae, self.dtype
-    return jax.jit(lambda params, vae_params, text, images, noise: genfocus.run_stage(
-        stage, params, config, vae, vae_params, text, images, noise, num_steps=num_steps,
-        dtype=dtype))
-
 
 __all__ = ["GenfocusRefocuser", "flux_config", "noise_key", "vae_config"]

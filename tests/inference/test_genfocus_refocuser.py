@@ -145,7 +145,7 @@ def test_cli_refocuses_and_refuses_in_one_line(directory, tmp_path, capsys):
 def test_evaluate_scores_genfocus_rows(directory, tmp_path):
   from diffcamera_jax import evaluate
   out = tmp_path / "eval"
-  assert evaluate.main(["--genfocus", directory, "--num-scenes", "1", "--size", "32x32",
+  assert evaluate.main(["--genfocus", directory, "--num-scenes", "1", "--size", "24x32",
                         "--steps", str(STEPS), "--examples", "0", "--quiet", "--out", str(out)]) == 0
   results = json.loads((out / "results.json").read_text())
   summary = results["benchmarks"]["procedural"]["methods"]["Genfocus"]["summary"]
