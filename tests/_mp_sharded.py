@@ -13,7 +13,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 # pylint: disable=wrong-import-position
 import jax
 
-from _mp_common import bytes_per_device, random_batch, relative_error, run_steps, tiny_config
+from diffcamera_jax.testing.batches import random_batch, tiny_config
+from diffcamera_jax.testing.sharded_steps import bytes_per_device, relative_error, run_steps
 from diffcamera_jax.models import build_model
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.sizes import ModelSize

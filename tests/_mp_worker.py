@@ -9,7 +9,8 @@ import sys
 
 import jax
 
-from _mp_common import random_batch, run_steps
+from diffcamera_jax.testing.batches import random_batch
+from diffcamera_jax.testing.sharded_steps import run_steps
 
 BATCH, NUM_PROCESSES = 8, 2
 

@@ -1,33 +1,40 @@
-"""tools/design_sweep.py: variant parsing, and one tiny variant trained and scored end to end."""
+"""The design sweep: variant parsing (`configs.overrides`), and tools/design_sweep.py training one
+tiny variant and scoring it end to end."""
 import json
+import os
+import subprocess
 import sys
 
 import pytest
 
-from tools import design_sweep
+from diffcamera_jax.configs.overrides import parse_variant
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_parse_variant():
-  assert design_sweep.parse_variant("base=") == ("base", {})
-  name, overrides = design_sweep.parse_variant(
+  assert parse_variant("base=") == ("base", {})
+  name, overrides = parse_variant(
       "v=objective.timestep_mean=1.5,model.size=S,data.image_size=(32, 32)")
   assert name == "v"
   assert overrides == {"objective.timestep_mean": 1.5, "model.size": "S",
                        "data.image_size": (32, 32)}
   with pytest.raises(ValueError, match="NAME"):
-    design_sweep.parse_variant("=a=1")
+    parse_variant("=a=1")
   with pytest.raises(ValueError, match="field=value"):
-    design_sweep.parse_variant("v=model.size")
+    parse_variant("v=model.size")
 
 
 @pytest.mark.slow
-def test_tiny_variant_trains_and_is_scored(tmp_path, monkeypatch):
-  monkeypatch.setattr(sys, "argv", ["design_sweep"])
-  monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # main() pins it; restored afterwards
+def test_tiny_variant_trains_and_is_scored(tmp_path):
   variant = ("tiny=data.image_size=(32,32),model.size=tiny,model.patch_size=4,"
              "data.batch_size=4,objective.prior=none")
-  assert design_sweep.main(["--steps", "3", "--num-scenes", "2", "--variant", variant,
-                            "--eval-at", "2", "--out", str(tmp_path)]) == 0
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "tools", "design_sweep.py"), "--steps", "3",
+       "--num-scenes", "2", "--variant", variant, "--eval-at", "2", "--out", str(tmp_path)],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT),
+      capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads((tmp_path / "tiny.json").read_text())
   assert result["steps"] == 3 and result["overrides"]["model.size"] == "tiny"
   assert [p["step"] for p in result["curve"]] == [2, 3]  # the learning curve, then the end

@@ -13,7 +13,7 @@ import optax
 
 from diffcamera_jax.objective.example import Example
 from diffcamera_jax import regression_baseline as rb
-from tests._mp_common import random_batch
+from diffcamera_jax.testing.batches import random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import AxisType, PartitionSpec as P
 
 from diffcamera_jax.configs.default import get_config
-from tests._mp_common import bytes_per_device
+from diffcamera_jax.testing.sharded_steps import bytes_per_device
 from diffcamera_jax.sharding import (batch_spec, logical_rules,
                                      logical_shardings, make_mesh, resolve_mesh_shape,
                                      shard_batch)

@@ -1,10 +1,12 @@
 """The package's shape: imports run one way, and the library never needs the repository root.
 
 Read from the source (AST), so nothing is imported: a module-level import graph over
-`diffcamera_jax` and `data_pipeline`, late (function-level) imports included.
+`diffcamera_jax` and `data_pipeline`, late (function-level) imports included. The tests import
+neither each other nor `tools/`: what they share is in `diffcamera_jax.testing`.
 """
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("diffcamera_jax", "data_pipeline")
@@ -113,7 +115,8 @@ def test_the_graph_sees_imports():
 
 
 # The house, bottom to top: a package may import its own floor and those below, never above.
-# Each floor lists module prefixes; the commands (top-level programs) form the roof.
+# Each floor lists module prefixes; the commands (top-level programs) form the roof, and above it
+# the helpers the test suite shares (`testing`), which nothing in the library imports.
 FLOORS = (
     ("data_pipeline",),
     ("diffcamera_jax.cli", "diffcamera_jax.user_files", "diffcamera_jax.imageio",
@@ -128,6 +131,7 @@ FLOORS = (
     ("diffcamera_jax.train", "diffcamera_jax.export", "diffcamera_jax.refocus",
      "diffcamera_jax.evaluate", "diffcamera_jax.regression_baseline",
      "diffcamera_jax.memory_plan", "diffcamera_jax.optics_demo", "diffcamera_jax"),
+    ("diffcamera_jax.testing",),
 )
 
 
@@ -155,3 +159,39 @@ def test_every_floor_is_inhabited():
   for prefixes in FLOORS:
     for prefix in prefixes:
       assert any(m == prefix or m.startswith(prefix + ".") for m in modules), prefix
+
+
+def test_nothing_in_the_library_imports_the_test_helpers():
+  graph = _graph()
+  wrong = {m: sorted(d for d in deps if d.startswith("diffcamera_jax.testing"))
+           for m, deps in graph.items() if not m.startswith("diffcamera_jax.testing")}
+  assert not {m: d for m, d in wrong.items() if d}, wrong
+
+
+# An import statement inside a string: the scripts tests hand to a Python subprocess.
+_SCRIPT_IMPORT = re.compile(
+    r"^\s*(?:from\s+([\w.]+)\s+import\s|import\s+([\w.]+)(?=\s*(?:,|$|\sas\s)))", re.MULTILINE)
+
+
+def test_tests_import_neither_each_other_nor_tools():
+  """No test file (nor a conftest, nor a script a test runs) imports `tests`, `tools` or a module
+  of the tests folder; fixtures are injected by pytest, shared helpers come from the library."""
+  files = [os.path.join(folder, name)
+           for folder, _, names in os.walk(os.path.join(ROOT, "tests"))
+           for name in names if name.endswith(".py")]
+  local = {"tests", "tools"} | {os.path.basename(f)[:-3] for f in files}
+  wrong = []
+  for path in files:
+    names = []
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+      if isinstance(node, ast.Import):
+        names += [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.level:
+        names.append("." * node.level + (node.module or ""))
+      elif isinstance(node, ast.ImportFrom):
+        names.append(node.module)
+      elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        names += ["".join(m) for m in _SCRIPT_IMPORT.findall(node.value)]
+    wrong += [f"{os.path.relpath(path, ROOT)}: {n}" for n in names
+              if n.startswith(".") or n.split(".")[0] in local]
+  assert len(files) > 50 and not wrong, wrong

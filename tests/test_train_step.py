@@ -1,13 +1,12 @@
 """The train step on one device: overfitting, metrics, donation, the objective's plumbing, the
 schedule and EMA, and refocusing at a resolution the model was not trained at."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._mp_common import random_batch, random_example, refocus_losses, tiny_config
+from diffcamera_jax.testing.batches import random_batch, random_example, tiny_config
+from diffcamera_jax.testing.objective_calls import refocus_losses
 from diffcamera_jax.models import build_model, camera_features
 from diffcamera_jax.inference.sampler import make_sampler
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch

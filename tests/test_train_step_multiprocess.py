@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests._mp_common import random_batch, relative_error, run_steps
+from diffcamera_jax.testing.batches import random_batch
+from diffcamera_jax.testing.sharded_steps import relative_error, run_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -14,7 +14,7 @@ EXTRA_FLAGS to change the base). Per arm and seed it runs `diffcamera_jax.train`
 (`stack` and `drop` above are both the plain variant). `--out` gets, per evaluation, arm and model row
 (`model`, each `model (depth: KIND)`, and their per-scene mean over the corruptions), each metric's
 mean over seeds with the standard error across seeds, and the per-scene standard error of each
-seed's mean.
+seed's mean (`diffcamera_jax.evaluation.ablation_summary`).
 """
 from __future__ import annotations
 
@@ -25,20 +25,13 @@ import shlex
 import subprocess
 import sys
 
-import numpy as np
-
-METRICS = ("bokeh/psnr", "bokeh/focus_accuracy", "deblur/psnr", "refocus/psnr",
-           "refocus/focus_accuracy", "stacking/psnr", "sweep/lvcorr")
+from diffcamera_jax.evaluation.ablation_summary import summarise
 
 
 def _run(argv: list[str], log: str) -> None:
   print("$", shlex.join(argv), flush=True)
   with open(log, "a", encoding="utf-8") as f:
     subprocess.run(argv, check=True, stdout=f, stderr=subprocess.STDOUT)
-
-
-def _se(x: np.ndarray) -> float:
-  return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def run_one(root: str, flags: str, seed: int, steps: int, evaluations: list[str]) -> dict:
@@ -69,47 +62,6 @@ def run_one(root: str, flags: str, seed: int, steps: int, evaluations: list[str]
       methods = json.load(f)["benchmarks"]["procedural"]["methods"]
     scores[args] = {name: r["per_scene"] for name, r in methods.items()}
   return scores
-
-
-CORRUPTED_MEAN = "model (depth: mean over corruptions)"
-
-
-def _model_rows(methods: dict) -> dict:
-  """The model's rows of one evaluation (`model`, `model (depth: KIND)`, ...), and where there are
-  corrupted-depth rows, their per-scene mean as `CORRUPTED_MEAN`."""
-  rows = {name: r for name, r in methods.items() if name.startswith("model")}
-  corrupted = [r for name, r in rows.items() if name.startswith("model (depth:")]
-  if corrupted:
-    rows[CORRUPTED_MEAN] = {
-        metric: [None if any(r[metric][i] is None for r in corrupted)
-                 else float(np.mean([r[metric][i] for r in corrupted]))
-                 for i in range(len(corrupted[0][metric]))]
-        for metric in METRICS}
-  return rows
-
-
-def summarise(results: dict, arms: dict, seeds: list[int], evaluations: list[str]) -> dict:
-  """Per evaluation, arm and model row (`_model_rows`): each metric's mean over seeds ± SE across
-  seeds, and each seed's per-scene SE."""
-  out = {}
-  for args in evaluations:
-    table = {}
-    for arm in arms:
-      per_row: dict = {}
-      for seed in seeds:
-        for name, scores in _model_rows(results[arm][seed][args]).items():
-          for metric in METRICS:
-            v = np.asarray([np.nan if x is None else x for x in scores[metric]], np.float64)
-            v = v[np.isfinite(v)]
-            entry = per_row.setdefault(name, {}).setdefault(metric, ([], []))
-            entry[0].append(float(v.mean()))
-            entry[1].append(_se(v))
-      table[arm] = {name: {metric: {"mean": float(np.mean(m)), "se_seeds": _se(np.asarray(m)),
-                                    "per_seed": m, "per_scene_se": se}
-                           for metric, (m, se) in rows.items()}
-                    for name, rows in per_row.items()}
-    out[args] = table
-  return out
 
 
 def main(argv=None) -> int:

@@ -16,14 +16,14 @@ is skipped (procedural data only); Grain workers are kept off the accelerator.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib.util
 import json
 import os
-import re
 import sys
 import time
 import types
+
+from diffcamera_jax.configs.overrides import parse_variant
 
 
 def _skip_tfds_builder() -> None:
@@ -34,24 +34,6 @@ def _skip_tfds_builder() -> None:
   package = types.ModuleType("data_pipeline.image_depth_folder")
   package.__path__ = [os.path.join(os.path.dirname(data_pipeline.__file__), "image_depth_folder")]
   sys.modules["data_pipeline.image_depth_folder"] = package
-
-
-def parse_variant(text: str) -> tuple[str, dict]:
-  """`NAME=field=value,field=value` -> (NAME, {field: value})."""
-  name, _, rest = text.partition("=")
-  if not name:
-    raise ValueError(f"variant {text!r}: expected NAME=field=value,...")
-  overrides = {}
-  # A comma starts a new override only before `field=` (values such as tuples hold commas too).
-  for item in filter(None, re.split(r",(?=\s*[A-Za-z_][\w.]*=)", rest)):
-    field, sep, value = item.strip().partition("=")
-    if not sep:
-      raise ValueError(f"variant {text!r}: override {item!r} is not field=value")
-    try:
-      overrides[field] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[field] = value
-  return name, overrides
 
 
 def _score(config, params, num_scenes: int, sample_steps) -> dict:

@@ -1,13 +1,14 @@
-"""tools/ablations.py: the summary across seeds (mean, standard error across seeds, per-scene
-standard error of each seed), read from per-scene evaluation results."""
+"""The ablation summary across seeds (`evaluation.ablation_summary`, what tools/ablations.py
+writes): mean, standard error across seeds, per-scene standard error of each seed, read from
+per-scene evaluation results."""
 import numpy as np
 
-from tools import ablations
+from diffcamera_jax.evaluation import ablation_summary
 
 
 def _methods(values):
-  scores = {m: list(values) for m in ablations.METRICS}
-  return {"input unchanged": {m: [0.0] * len(values) for m in ablations.METRICS},
+  scores = {m: list(values) for m in ablation_summary.METRICS}
+  return {"input unchanged": {m: [0.0] * len(values) for m in ablation_summary.METRICS},
           "model": scores}
 
 
@@ -15,7 +16,7 @@ def test_summary_across_seeds():
   evaluation = "--num-scenes 3"
   results = {"a": {0: {evaluation: _methods([1.0, 2.0, 3.0])},
                    1: {evaluation: _methods([3.0, 4.0, None])}}}
-  table = ablations.summarise(results, {"a": ""}, [0, 1], [evaluation])[evaluation]["a"]
+  table = ablation_summary.summarise(results, {"a": ""}, [0, 1], [evaluation])[evaluation]["a"]
   assert list(table) == ["model"]  # the input's row is not the model's
   row = table["model"]["bokeh/psnr"]
   assert row["per_seed"] == [2.0, 3.5]  # undefined (None) scene scores are left out
@@ -27,13 +28,13 @@ def test_summary_across_seeds():
 def test_corrupted_depth_rows_and_their_mean():
   evaluation = "--depth-corruption all"
   methods = _methods([1.0, 2.0])
-  methods["model (depth: blur)"] = {m: [3.0, 5.0] for m in ablations.METRICS}
-  methods["model (depth: warp)"] = {m: [5.0, None] for m in ablations.METRICS}
-  methods["renderer (depth: blur)"] = {m: [9.0, 9.0] for m in ablations.METRICS}
+  methods["model (depth: blur)"] = {m: [3.0, 5.0] for m in ablation_summary.METRICS}
+  methods["model (depth: warp)"] = {m: [5.0, None] for m in ablation_summary.METRICS}
+  methods["renderer (depth: blur)"] = {m: [9.0, 9.0] for m in ablation_summary.METRICS}
   results = {"a": {0: {evaluation: methods}}}
-  table = ablations.summarise(results, {"a": ""}, [0], [evaluation])[evaluation]["a"]
+  table = ablation_summary.summarise(results, {"a": ""}, [0], [evaluation])[evaluation]["a"]
   assert set(table) == {"model", "model (depth: blur)", "model (depth: warp)",
-                        ablations.CORRUPTED_MEAN}
+                        ablation_summary.CORRUPTED_MEAN}
   assert table["model (depth: blur)"]["sweep/lvcorr"]["per_seed"] == [4.0]
   # per scene: mean of blur and warp (4.0); a scene missing in one corruption is left out
-  assert table[ablations.CORRUPTED_MEAN]["bokeh/psnr"]["per_seed"] == [4.0]
+  assert table[ablation_summary.CORRUPTED_MEAN]["bokeh/psnr"]["per_seed"] == [4.0]

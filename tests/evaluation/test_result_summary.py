@@ -1,8 +1,8 @@
-"""tools/summarize_results.py: per-scene margins over the baselines, and over the renderer given
-the same corrupted depth."""
+"""The results summary (`evaluation.result_summary`, what tools/summarize_results.py prints):
+per-scene margins over the baselines, and over the renderer given the same corrupted depth."""
 import json
 
-from tools import summarize_results
+from diffcamera_jax.evaluation import result_summary
 
 
 def _row(bokeh, refocus):
@@ -22,7 +22,7 @@ def test_corrupted_depth_margins(tmp_path):
              "model (depth: holes)": _row([34, 34], [27, 27])}
   path = tmp_path / "results.json"
   path.write_text(json.dumps({"benchmarks": {"procedural": {"methods": methods}}}))
-  text = summarize_results.summarize(str(path))
+  text = result_summary.summarize(str(path))
   lines = {l.split(":")[0].strip(): l for l in text.splitlines() if l.startswith("  model ")}
   # bokeh: warp (+3, +1), holes (+4, +4) -> per scene mean over kinds (3.5, 2.5) -> 3.0 ± 0.5
   assert "mean over kinds +3.000 ± 0.500" in lines["model bokeh"]
@@ -37,4 +37,4 @@ def test_no_corruption_rows_no_section(tmp_path):
              "renderer (true depth)": _row([100, 100], [31, 31]), "model": _row([40, 41], [30, 30])}
   path = tmp_path / "results.json"
   path.write_text(json.dumps({"benchmarks": {"procedural": {"methods": methods}}}))
-  assert "corrupted depth" not in summarize_results.summarize(str(path))
+  assert "corrupted depth" not in result_summary.summarize(str(path))

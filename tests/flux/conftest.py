@@ -1,12 +1,11 @@
 """Shared fixtures of the FLUX tests: paths and the reference inputs/outputs (numpy only)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from diffcamera_jax.testing.train_runs import train_tiny_flux
 from diffcamera_jax.weights.safetensors_io import SafetensorsCheckpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "flux")
@@ -42,17 +41,6 @@ def transformer_config() -> dict:
 def vae_config() -> dict:
   with open(os.path.join(FIXTURES, "vae", "config.json")) as f:
     return json.load(f)
-
-
-def train_tiny_flux(workdir, num_steps: int) -> subprocess.CompletedProcess:
-  """`python -m diffcamera_jax.train --config=configs/flux_lora.py:tiny` for `num_steps` (resumes
-  when `workdir` holds a checkpoint)."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  command = [sys.executable, "-m", "diffcamera_jax.train", "--config=configs/flux_lora.py:tiny",
-             f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
-             "--config.train.log_every=1", "--config.train.eval_every=2"]
-  return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), check=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.flux._lora_training import value_and_grad_trainable
+from diffcamera_jax.testing.lora_training import value_and_grad_trainable
 from diffcamera_jax.configs import flux_lora
 from diffcamera_jax.models import flux, lora
 from diffcamera_jax.models import flux_diffcamera as fd

@@ -1,10 +1,6 @@
 """FLUX + LoRA through the real train state, train step and training program: the state holds the
 trainable part only, the frozen base stays outside it and unchanged, checkpoints are LoRA-only."""
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,10 +13,9 @@ from diffcamera_jax.models import build_model, example_inputs, lora
 from diffcamera_jax.models import flux_diffcamera as fd
 from diffcamera_jax.sharding import logical_rules, make_mesh, shard_batch
 from diffcamera_jax.training.step import make_train_step
-from tests._mp_common import random_batch, random_example
-from tests.flux.conftest import train_tiny_flux
+from diffcamera_jax.testing.batches import random_example
+from diffcamera_jax.testing.train_runs import train_tiny_flux
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 3
 
 

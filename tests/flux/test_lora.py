@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.flux._lora_training import masked_optimizer, value_and_grad_trainable
+from diffcamera_jax.testing.lora_training import masked_optimizer, value_and_grad_trainable
 from diffcamera_jax.models import flux, lora
 
 TARGETS = flux.lora_targets(("attn", "mlp"))

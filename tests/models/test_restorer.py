@@ -6,7 +6,7 @@ import numpy as np
 
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.restorer import Restorer, fit_blur_map
-from tests._mp_common import tiny_config
+from diffcamera_jax.testing.batches import tiny_config
 
 
 def _inputs(b=2, h=20, w=28, seed=0):

@@ -142,13 +142,14 @@ def test_missing_keys_are_named(batch):
 
 
 _SHARDED = textwrap.dedent("""
-    import functools, jax, numpy as np
+    import functools, sys, jax, numpy as np
     from diffcamera_jax.configs import default
     from data_pipeline import pipeline
     from diffcamera_jax.objective import example as simulate
-    from tests.objective.test_example import _batch, MAX_RADIUS, SIZE
+    batch_file, SIZE, MAX_RADIUS = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2, 1), ("data", "fsdp", "tensor"))
-    host = _batch()
+    with np.load(batch_file) as f:  # the test's `_batch()`
+      host = {key: f[key] for key in f.files}
     sim = jax.jit(functools.partial(simulate.simulate, max_radius=MAX_RADIUS))
     out = sim(pipeline.to_global_batch(host, mesh)).to_dict()
     single = sim(jax.device_put(host, jax.devices()[0])).to_dict()
@@ -167,10 +168,13 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
-def test_sharded_batches_give_sharded_outputs_equal_to_one_device():
+def test_sharded_batches_give_sharded_outputs_equal_to_one_device(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  batch_file = tmp_path / "batch.npz"
+  np.savez(batch_file, **_batch())
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=root)
-  result = subprocess.run([sys.executable, "-c", _SHARDED], cwd=root, env=env,
+  result = subprocess.run([sys.executable, "-c", _SHARDED, str(batch_file), str(SIZE),
+                           str(MAX_RADIUS)], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

@@ -14,7 +14,8 @@ from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
 from diffcamera_jax.inference.sampler import make_sampler
 from diffcamera_jax.objective.objective import pair as _pair
-from tests._mp_common import prior_fn, random_batch, random_example, refocus_losses, tiny_config
+from diffcamera_jax.testing.batches import random_batch, random_example, tiny_config
+from diffcamera_jax.testing.objective_calls import prior_fn, refocus_losses
 
 
 def _render_config(**kwargs):
@@ -156,7 +157,8 @@ def test_config_rejects_a_bad_prior():
 _LAYOUT_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tests._mp_common import prior_fn, random_batch, tiny_config
+from diffcamera_jax.testing.batches import random_batch, tiny_config
+from diffcamera_jax.testing.objective_calls import prior_fn
 from diffcamera_jax.models.camera import camera_features
 config = tiny_config(batch_size=8)
 config.objective.prior = "render"

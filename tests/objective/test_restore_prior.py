@@ -10,7 +10,8 @@ from diffcamera_jax.objective import prior
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.inference.sampler import make_sampler
-from tests._mp_common import random_batch, random_example, refocus_losses, tiny_config
+from diffcamera_jax.testing.batches import random_batch, random_example, tiny_config
+from diffcamera_jax.testing.objective_calls import refocus_losses
 
 
 def test_restored_prior_uses_the_given_depth_where_kept_and_the_estimate_elsewhere():

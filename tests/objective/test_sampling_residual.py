@@ -7,7 +7,8 @@ import numpy as np
 from diffcamera_jax.models.latents import LatentCodec
 from diffcamera_jax.inference.sampler import make_sampler
 from diffcamera_jax.objective.objective import pair as _pair
-from tests._mp_common import random_batch, refocus_losses, tiny_config
+from diffcamera_jax.testing.batches import random_batch, tiny_config
+from diffcamera_jax.testing.objective_calls import refocus_losses
 
 
 def _codec():

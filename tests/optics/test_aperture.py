@@ -6,7 +6,7 @@ import pytest
 
 from diffcamera_jax import optics
 from diffcamera_jax.optics import aperture as aperture_lib
-from tests.optics import scatter_reference as ref
+from diffcamera_jax.testing import scatter_reference as ref
 
 
 @pytest.mark.parametrize("radius", [0.8, 1.3, 4.0, 9.7])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffcamera_jax.optics import blur, pyramid
-from tests.optics import scatter_reference as ref
+from diffcamera_jax.testing import scatter_reference as ref
 
 
 def test_decimate_keeps_light_and_the_centroid_of_a_point():

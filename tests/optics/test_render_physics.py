@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffcamera_jax import optics
-from tests.optics import scatter_reference as ref
+from diffcamera_jax.testing import scatter_reference as ref
 
 SIZE = 64
 

@@ -13,8 +13,11 @@ import portpicker
 import pytest
 from PIL import Image
 
-from tests.train.conftest import REPO, TINY, train_command
-from tests.train.test_train_program import _assert_trees_identical, _params
+from diffcamera_jax.testing.train_runs import (TINY, assert_trees_identical, checkpoint_state,
+                                               run_train, train_command)
+
+# Where the commands below start (the config errors name `configs/...` paths from it).
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 _LOG_PREFIXES = ("I1", "W1", "E1", "I0000", "W0000", "WARNING: All log")
 
@@ -47,7 +50,6 @@ _RESUME_OVERRIDES = ("--config.train.num_steps=10", "--config.train.checkpoint_e
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
   """An uninterrupted 10-step run with a checkpoint every 2 steps."""
-  from tests.train.conftest import run_train
   workdir = tmp_path_factory.mktemp("straight") / "run"
   result = run_train(workdir, *_RESUME_OVERRIDES)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -73,8 +75,8 @@ def test_damaged_newest_checkpoint_is_moved_aside_and_the_run_matches_uninterrup
   aside = [p.name for p in (run / "checkpoints").iterdir() if ".corrupt-" in p.name]
   assert len(aside) == 1 and aside[0].startswith("8.corrupt-"), aside
   assert trainer.steps(run) == [2, 4, 6, 8, 10]
-  _assert_trees_identical(_params(straight_run, 10), _params(run, 10))
-  _assert_trees_identical(_params(straight_run, 8), _params(run, 8))
+  assert_trees_identical(checkpoint_state(straight_run, 10), checkpoint_state(run, 10))
+  assert_trees_identical(checkpoint_state(straight_run, 8), checkpoint_state(run, 8))
   if damage == "zeroed":  # a later restart is clean: no crash loop
     again = trainer.run(run, *_RESUME_OVERRIDES)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -2,12 +2,11 @@
 import json
 import os
 import subprocess
-import sys
 
 import portpicker
 import pytest
 
-from tests.train.conftest import REPO, TINY
+from diffcamera_jax.testing.train_runs import IMPORT_ROOT, train_command
 
 
 @pytest.mark.slow
@@ -18,10 +17,10 @@ def test_two_processes_train_together_and_save_one_checkpoint(tmp_path):
          "JAX_PLATFORMS": "cpu"}
   processes = [
       subprocess.Popen(
-          [sys.executable, "-m", "diffcamera_jax.train", *TINY, f"--workdir={workdir}",
-           "--config.train.num_steps=3", "--config.train.checkpoint_every=3",
-           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+          train_command(workdir, "--config.train.num_steps=3", "--config.train.checkpoint_every=3",
+                        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                        f"--process_id={i}"),
+          cwd=IMPORT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)
   ]
   outputs = [p.communicate(timeout=600)[0] for p in processes]

@@ -1,28 +1,11 @@
 """The training program end to end: events, samples, checkpoints, export, resume, stop, errors."""
 import json
-import os
-import pathlib
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from diffcamera_jax.exported import load_exported
-
-
-def _params(workdir, step):
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(pathlib.Path(workdir) / "checkpoints" / str(step) / "state")
-  return state
-
-
-def _assert_trees_identical(a, b):
-  import jax
-  leaves_a, tree_a = jax.tree.flatten(a)
-  leaves_b, tree_b = jax.tree.flatten(b)
-  assert tree_a == tree_b
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+from diffcamera_jax.testing.train_runs import assert_trees_identical, checkpoint_state
 
 
 @pytest.mark.slow
@@ -46,7 +29,7 @@ def test_end_to_end_events_samples_checkpoints_and_export(tmp_path, trainer):
   assert export_main(["--workdir", str(workdir), "--out", str(out)]) == 0
   exported_config, params = load_exported(str(out))
   assert exported_config.model.size == "tiny"
-  _assert_trees_identical(params, _params(workdir, 4)["ema_params"])
+  assert_trees_identical(params, checkpoint_state(workdir, 4)["ema_params"])
   assert export_main(["--workdir", str(workdir), "--out", str(out)]) == 2  # never overwrites
 
 
@@ -69,7 +52,7 @@ def test_sigkill_and_resume_is_bit_identical_to_uninterrupted(tmp_path, trainer)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed from checkpoint step {killed_at}" in resumed.stderr
 
-  _assert_trees_identical(_params(straight, 24), _params(interrupted, 24))
+  assert_trees_identical(checkpoint_state(straight, 24), checkpoint_state(interrupted, 24))
   for step in (3, 24):  # same data order: identical iterator states
     it_a = (straight / "checkpoints" / str(step) / "data_iter" / "process_0-of-1.json").read_text()
     it_b = (interrupted / "checkpoints" / str(step) / "data_iter" / "process_0-of-1.json").read_text()
@@ -88,7 +71,7 @@ def test_sigterm_checkpoints_the_step_it_stopped_at(tmp_path, trainer):
   line = next(l for l in output.splitlines() if "stop requested (SIGTERM)" in l)
   stopped_at = int(line.split("checkpoint saved at step ")[1].split(",")[0])
   assert stopped_at > 5 and max(trainer.steps(workdir)) == stopped_at
-  assert int(np.asarray(_params(workdir, stopped_at)["step"])) == stopped_at
+  assert int(np.asarray(checkpoint_state(workdir, stopped_at)["step"])) == stopped_at
 
 
 @pytest.mark.slow
@@ -107,7 +90,7 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path, trainer):
   result = trainer.run(workdir, "--config.train.num_steps=6", "--config.train.checkpoint_every=2")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resumed from checkpoint step 4" in result.stderr
-  assert int(np.asarray(_params(workdir, 6)["step"])) == 6
+  assert int(np.asarray(checkpoint_state(workdir, 6)["step"])) == 6
 
 
 def test_bad_override_is_named(tmp_path, trainer):
@@ -132,6 +115,6 @@ def test_non_finite_loss_stops_with_a_clear_message_keeping_checkpoints(tmp_path
   assert "non-finite" in result.stderr and "last good checkpoint is intact" in result.stderr
   steps = trainer.steps(workdir)
   assert steps, "no checkpoint was kept"
-  state = _params(workdir, max(steps))
+  state = checkpoint_state(workdir, max(steps))
   import jax
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state["params"]))
