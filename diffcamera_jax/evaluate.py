@@ -8,7 +8,8 @@
 
 Methods scored side by side on the same scenes and cameras: "input unchanged", "renderer (true
 depth)" (the classical renderer applied to the input with the true disparity), with `--baseline`
-the learned regression baseline (`diffcamera_jax.regression_baseline`), the model, each
+the learned regression baseline (`models/regression.py`, trained by
+`train --config=configs/default.py:regression`), the model, each
 ablation checkpoint and, with `--genfocus DIR`, the released Genfocus LoRAs on FLUX.1-dev
 ("Genfocus"; `diffcamera_jax.inference.genfocus_refocuser`; `--base-weights` / `--vae-weights`
 apply to it as to FLUX exports). Each model is scored as it is ("model") and after the optics pre-pass that
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="NAME=DIR: another exported model shown side by side (repeatable)")
   p.add_argument("--genfocus", help="also score the released Genfocus LoRAs on FLUX.1-dev from this "
                                     "directory (docs/genfocus.md); needs depth")
-  p.add_argument("--baseline", help="exported learned baseline (diffcamera_jax.regression_baseline):"
+  p.add_argument("--baseline", help="exported learned baseline (configs/default.py:regression):"
                  " a plain regression network scored beside the model")
   p.add_argument("--num-scenes", type=int, default=150, help="procedural scenes (1-150)")
   p.add_argument("--scene-seed", type=int, default=None,
@@ -174,9 +175,9 @@ def load_methods(args: argparse.Namespace, estimator=None
   if estimated is not None:
     methods["renderer (estimated depth)"] = estimated.wrap(benchmark.make_renderer_method())
   if args.baseline:
-    from diffcamera_jax import regression_baseline
     try:
-      baseline = regression_baseline.load_method(args.baseline, use_depth=not args.no_depth)
+      baseline = load_baseline(args.baseline, use_depth=not args.no_depth,
+                               batch_size=args.batch_size)
     except FileNotFoundError as e:
       raise ValueError(f"--baseline {args.baseline}: {e}") from None
     label = "learned baseline (regression)"
@@ -220,6 +221,18 @@ def load_methods(args: argparse.Namespace, estimator=None
   if getattr(args, "depth_corruption", None):
     methods = with_corrupted_depth(methods, args.depth_corruption, seed=args.seed)
   return methods, size
+
+
+def load_baseline(path: str, use_depth: bool = True, **options) -> Callable:
+  """An exported learned baseline (`model.name="regression"`, `models/regression.py`) as a
+  benchmark method: a `Refocuser` without the optics pre-pass (`options`: `InferenceOptions`)."""
+  from diffcamera_jax.exported import load_exported
+  config, params = load_exported(path)
+  if config.model.name != "regression":
+    raise ValueError(f"--baseline {path}: not a regression baseline export (its model is "
+                     f"{config.model.name!r})")
+  return Refocuser(config, params, **{"optics_prepass": False, **options}).as_method(
+      use_depth=use_depth)
 
 
 def with_corrupted_depth(methods: dict[str, Callable], kinds: str, seed: int = 0

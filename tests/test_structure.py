@@ -129,8 +129,7 @@ FLOORS = (
     ("diffcamera_jax.evaluation",),
     ("diffcamera_jax.training",),
     ("diffcamera_jax.train", "diffcamera_jax.export", "diffcamera_jax.refocus",
-     "diffcamera_jax.evaluate", "diffcamera_jax.regression_baseline",
-     "diffcamera_jax.memory_plan", "diffcamera_jax.optics_demo", "diffcamera_jax"),
+     "diffcamera_jax.evaluate", "diffcamera_jax.memory_plan", "diffcamera_jax.optics_demo", "diffcamera_jax"),
     ("diffcamera_jax.testing",),
 )
 

@@ -36,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
-  config.model.name = "dit"  # "dit" | "flux"
+  config.model.name = "dit"  # "dit" | "flux" | "regression" (the learned baseline)
   config.model.size = "S"  # see diffcamera_jax/models/sizes.py
   config.model.latent_mode = "pixels"  # "pixels" | "vae"
   # Patch 8 at 64x64: 64 target tokens. At patch 4 (256 tokens) a 2-core CPU manages ~0.4
@@ -65,6 +65,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # The restoration stage (objective.prior="restore", models/restorer.py): a conv U-Net over the
   # photo and its Wiener deconvolutions by disks of these radii (pixels), predicting a sharp image
   # and (at the training size) a disparity map.
+  # The learned baseline's U-Net widths (model.name="regression", models/regression.py).
+  config.model.regression_widths = (24, 48, 96)
   config.model.restorer = ml_collections.ConfigDict()
   config.model.restorer.widths = (16, 32, 64)  # channels at full, 1/2 and 1/4 resolution
   config.model.restorer.depth_widths = (8, 16, 32)  # the disparity U-Net's
@@ -198,9 +200,28 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   elif arg == "paper":
     apply_paper(config)
     config.train.num_steps = 1700  # about 30 minutes alone on a 2-core CPU (README, Results)
+  elif arg == "regression":
+    apply_regression(config)
   elif arg:
     raise ValueError(f"configs/default.py: unknown variant {arg!r} "
-                     "(expected '', 'tiny' or 'paper')")
+                     "(expected '', 'tiny', 'paper' or 'regression')")
+  return config
+
+
+def apply_regression(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The learned baseline: the regression U-Net (`models/regression.py`) trained by the same
+  trainer on the same data, with the squared error of its image to both targets of each example
+  (`prediction="x0"`, no stacking term) and one sampling step, so its output is the image. Its
+  steps take about the default model's wall-clock (README, Results)."""
+  config.model.name = "regression"
+  config.train.num_steps = 1376
+  config.objective.prior = "none"
+  config.objective.residual = False
+  config.objective.prediction = "x0"
+  config.objective.flow_mse_floor = 0.0
+  config.objective.stack_weight = 0.0
+  config.objective.sample_steps = 1
+  config.eval.sample_steps = 1
   return config
 
 

@@ -32,6 +32,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "objective.depth_weight": 1.0,
     "objective.blur_map_weight": 0.1,
     "train.watchdog_seconds": 0,
+    "model.regression_widths": (24, 48, 96),
 }
 # Fields added with a value taken from another field of the same config.
 ADDED_FROM: dict[str, str] = {
@@ -45,7 +46,8 @@ REMOVED_FIELDS = (
     "objective.uniform_search_min_gain",
     "model.pixel_focus_readout",
 )
-# Sections a program adds to the configs it exports, outside the training schema.
+# Sections a program adds to the configs it exports, outside the training schema (`baseline`:
+# what a regression baseline exported by its own loop recorded of its training).
 RECORD_SECTIONS = ("baseline",)
 
 
@@ -77,6 +79,14 @@ def _set(tree: dict, name: str, value: Any) -> None:
   tree[leaf] = value
 
 
+def _legacy_baseline(tree: dict) -> None:
+  """A regression baseline exported by its own loop (before it was a model family): the config
+  it trained with plus `baseline.widths`. Its network is today's `model.name="regression"`."""
+  tree["model"]["name"] = "regression"
+  tree["model"]["regression_widths"] = tuple(tree["baseline"]["widths"])
+  tree["objective"].update(prior="none", residual=False, prediction="x0", sample_steps=1)
+
+
 def _pop(tree: dict, name: str) -> None:
   *parents, leaf = name.split(".")
   for part in parents:
@@ -93,6 +103,8 @@ def upgrade(config: ml_collections.ConfigDict, source: str = "config") -> ml_col
   or holds unknown ones (a config of another program, or of a version this one does not know).
   """
   tree = config.to_dict()
+  if "baseline" in tree and tree["model"]["name"] == "dit":
+    _legacy_baseline(tree)
   present = flatten(tree)
   for name in REMOVED_FIELDS:
     _pop(tree, name)

@@ -55,8 +55,14 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
         f"(config.model.patch_size={model.patch_size} in latent_mode={model.latent_mode!r})")
   if model.latent_mode not in ("pixels", "vae"):
     raise ConfigError(f"config.model.latent_mode={model.latent_mode!r}: expected 'pixels' or 'vae'")
-  if model.name not in ("dit", "flux"):
-    raise ConfigError(f"config.model.name={model.name!r}: expected 'dit' or 'flux'")
+  if model.name not in ("dit", "flux", "regression"):
+    raise ConfigError(f"config.model.name={model.name!r}: expected 'dit', 'flux' or 'regression'")
+  if model.name == "regression":
+    o = config.objective
+    if model.latent_mode != "pixels" or o.prior != "none" or o.residual or o.prediction != "x0":
+      raise ConfigError("config.model.name='regression' (the learned baseline) regresses the image "
+                        "itself: it needs model.latent_mode='pixels', objective.prior='none', "
+                        "objective.residual=False and objective.prediction='x0'")
   if model.remat not in ("none", "full", "dots"):
     raise ConfigError(f"config.model.remat={model.remat!r}: expected 'none', 'full' or 'dots'")
   pixel_widths = tuple(model.pixel_widths)

@@ -1,4 +1,5 @@
-"""Model families behind one interface: what inference needs of a DiT or a FLUX + LoRA export.
+"""Model families behind one interface: what inference needs of a DiT, a FLUX + LoRA or a
+regression-baseline export.
 
 `load_model(config, params, ...)` returns a `LoadedModel`: the network, its codec, the complete
 params (a FLUX export's frozen base streamed in and merged), the token count at a working size,
@@ -63,6 +64,7 @@ def _build(config: ml_collections.ConfigDict):
 
 
 def _load_dit(config, params, *, fold_lora: bool) -> LoadedModel:
+  """A DiT or regression export: the network its config builds, with the exported params."""
   del fold_lora  # no adapters
   model, codec = _build(config)
   return LoadedModel(model, codec, params)
@@ -92,7 +94,7 @@ def _load_flux(config, params, *, fold_lora: bool) -> LoadedModel:
   return LoadedModel(model, codec, params)
 
 
-_LOADERS = {"dit": _load_dit, "flux": _load_flux}
+_LOADERS = {"dit": _load_dit, "flux": _load_flux, "regression": _load_dit}
 
 
 def load_model(config: ml_collections.ConfigDict, params: Any, *,

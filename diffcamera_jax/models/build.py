@@ -1,11 +1,15 @@
-"""`build_model(config)`: the model and latent codec a config asks for (DiT or FLUX + LoRA)."""
+"""`build_model(config)`: the model and latent codec a config asks for (DiT, FLUX + LoRA, or the
+regression baseline's U-Net)."""
 import jax
 import ml_collections
+
+from data_pipeline.cameras import blur_pixels
 
 from diffcamera_jax.models.dit import DiT
 from diffcamera_jax.models.flux_diffcamera import build_flux_model
 from diffcamera_jax.models.inputs import config_dtype
 from diffcamera_jax.models.latents import LatentCodec, make_codec
+from diffcamera_jax.models.regression import RegressionNet
 from diffcamera_jax.models.restorer import Restorer
 from diffcamera_jax.models.sizes import get_size
 
@@ -14,14 +18,20 @@ def build_model(config: ml_collections.ConfigDict,
                 codec_rng: jax.Array | None = None) -> tuple[DiT, LatentCodec]:
   """(model, codec) for `config.model`; the codec's VAE params are loaded or randomly initialised.
 
-  `model.name="dit"`: (DiT, LatentCodec). `model.name="flux"`: (FluxDiffCamera, FluxCodec) from
+  `model.name="dit"`: (DiT, LatentCodec). `model.name="regression"`: (RegressionNet, pixel
+  LatentCodec), the learned baseline. `model.name="flux"`: (FluxDiffCamera, FluxCodec) from
   `flux_diffcamera.build_flux_model` (its frozen base comes from `training.state.frozen_base`).
   """
   m = config.model
   if m.name == "flux":
     return build_flux_model(config, codec_rng)
+  if m.name == "regression":
+    d = config.data
+    top = max(blur_pixels(d.blur_range[1], d.image_size, d.blur_reference_size), 1.0)
+    return (RegressionNet(widths=tuple(m.regression_widths), blur_top=top),
+            make_codec(config, codec_rng))
   if m.name != "dit":
-    raise ValueError(f"config.model.name must be 'dit' or 'flux', got {m.name!r}")
+    raise ValueError(f"config.model.name must be 'dit', 'flux' or 'regression', got {m.name!r}")
   if m.patch_size <= 0:
     raise ValueError(f"config.model.patch_size must be positive, got {m.patch_size}")
   codec = make_codec(config, codec_rng)
