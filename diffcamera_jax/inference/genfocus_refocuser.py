@@ -64,13 +64,24 @@ def vae_config(vae: str) -> AutoencoderConfig:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_stage(stage: str, config: flux.FluxConfig, vae: AutoencoderKL, dtype: Any,
-                    num_steps: int, padded_hw: tuple[int, int]) -> Callable:
-  """One jitted stage per (stage, model, steps, size), shared by every refocuser of that model."""
-  del padded_hw  # part of the cache key: one program per size
+def _stage_program(stage: str, config: flux.FluxConfig, vae: AutoencoderKL, dtype: Any,
+                   num_steps: int) -> Callable:
+  """One jitted stage per (stage, model, steps), shared by every refocuser of that model."""
   return jax.jit(lambda params, vae_params, text, images, noise: genfocus.run_stage(
       stage, params, config, vae, vae_params, text, images, noise, num_steps=num_steps,
       dtype=dtype))
+
+
+_COMPILED: dict[tuple, Any] = {}  # (program, argument shapes) -> its compiled executable
+
+
+def _compiled(program: Callable, *args) -> Any:
+  """`program` compiled for `args` (ahead of time, so its memory is known before it runs)."""
+  shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), args)
+  key = (program, str(shapes))
+  if key not in _COMPILED:
+    _COMPILED[key] = program.lower(*args).compile()
+  return _COMPILED[key]
 
 
 def noise_key(seed: int, stage: str, index: int) -> jax.Array:
@@ -235,9 +246,16 @@ class GenfocusRefocuser:
     f = self.vae.config.downsample_factor
     noise = pack_latents(jax.random.normal(
         key, (1, hp // f, wp // f, self.vae.config.latent_channels)))
-    run = _compiled_stage(stage, self.config, self.vae, self.dtype, num_steps, (hp, wp))
-    out = run(self.stage_params[stage], self.vae_params, self.texts[stage],
-              [jnp.asarray(p) for p in padded], noise)
+    args = (self.stage_params[stage], self.vae_params, self.texts[stage],
+            [jnp.asarray(p) for p in padded], noise)
+    run = _compiled(_stage_program(stage, self.config, self.vae, self.dtype, num_steps), *args)
+    need = memory.compiled_bytes(run)
+    if need > self.budget:
+      raise memory.MemoryBudgetError(
+          f"Genfocus's {stage} stage at {wp}x{hp} needs {need / 2**20:.1f} MiB (weights "
+          f"included), over the memory budget of {self.budget / 2**20:.1f} MiB: lower max_side "
+          "(--max-side) or raise max_memory (--max-memory)")
+    out = run(*args)
     return np.asarray(out, np.float32)[0, :h, :w]
 
 __all__ = ["GenfocusRefocuser", "flux_config", "noise_key", "vae_config"]

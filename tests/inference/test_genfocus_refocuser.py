@@ -182,3 +182,15 @@ def test_base_sharded_over_four_devices_gives_the_same_frames(refocuser, directo
   assert result.returncode == 0, result.stderr[-2000:]
   one_device = refocuser.refocus(image, [(0.3, 0.5)], [0.0, 9.0], disparity=disparity)
   np.testing.assert_allclose(np.load(tmp_path / "out.npy"), one_device, atol=1e-5)
+
+
+def test_a_stage_over_the_memory_budget_is_one_line(directory, tmp_path, capsys):
+  image, disparity = photo_and_disparity(24, 32)
+  Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "in.png")
+  args = ["--genfocus", directory, "--image", str(tmp_path / "in.png"), "--focus", "0.5,0.5",
+          "--blur", "0", "--steps", str(STEPS), "--max-side", str(SIDE), "--quiet",
+          "--max-memory", "1M", "--out", str(tmp_path / "out.png")]
+  assert refocus.main(args) == 2
+  err = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
+  assert len(err) == 1 and "deblur stage at 32x24 needs" in err[0] and "--max-memory" in err[0]
+  assert not (tmp_path / "out.png").exists()
