@@ -80,6 +80,8 @@ def _compiled(program: Callable, *args) -> Any:
   shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), args)
   key = (program, str(shapes))
   if key not in _COMPILED:
+    if len(_COMPILED) >= 32:  # bounded like the programs' own cache: drop the oldest
+      _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = program.lower(*args).compile()
   return _COMPILED[key]
 
