@@ -92,6 +92,11 @@ def noise_key(seed: int, stage: str, index: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream), index)
 
 
+def _default_dtype() -> Any:
+  """float32 on a CPU, bfloat16 on an accelerator (as Genfocus runs on CPU and CUDA)."""
+  return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
 def _require(path: str, what: str) -> str:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{what} {path} does not exist")
@@ -109,7 +114,7 @@ class GenfocusRefocuser:
                max_memory: int | None = None, depth_model: Any = None):
     self.stage_params, self.config, self.vae, self.vae_params = stage_params, config, vae, vae_params
     self.texts = texts
-    self.dtype = dtype or (jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+    self.dtype = dtype or _default_dtype()
     self.num_steps, self.max_side = int(num_steps), int(max_side)
     self.full_resolution = bool(full_resolution)
     self.budget = int(max_memory or memory.default_memory_budget())
@@ -129,7 +134,7 @@ class GenfocusRefocuser:
     transformer = _require(base_weights or os.path.join(directory, "transformer"),
                            "FLUX.1-dev transformer (--base-weights)")
     vae_path = _require(vae_weights or os.path.join(directory, "vae"), "FLUX VAE (--vae-weights)")
-    compute = dtype or (jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+    compute = dtype or _default_dtype()
     config = flux_config(transformer)
     model = flux.FluxTransformer(config, scan_layers=True, param_dtype=compute)
     example = (np.zeros((1, 4, config.in_channels)), np.zeros((4, 3)),
@@ -145,14 +150,13 @@ class GenfocusRefocuser:
     abstract = nn.unbox(boxed)
     placed = sharding.logical_shardings(boxed, mesh, rules)
     replicated = lambda tree: jax.tree.map(lambda _: sharding.replicated(mesh), tree)
-    base = weights.load_flux_transformer(transformer, abstract, shardings=placed)
-    base = jax.tree.map(lambda x: x.astype(compute), base)
+    base = weights.load_flux_transformer(transformer, abstract, shardings=placed)  # in `compute`
+    adapter_shardings = replicated(genfocus_layout.adapter_shapes(abstract, 1, compute))
     stage_params, texts = {}, {}
     for name, stage in genfocus.STAGES.items():
       lora_file = _require(os.path.join(directory, stage.lora_file), f"{name} LoRA")
-      shapes = genfocus_layout.adapter_shapes(abstract, 1, compute)
       adapters = weights.load_genfocus_lora(lora_file, abstract, dtype=compute,
-                                            shardings=replicated(shapes))
+                                            shardings=adapter_shardings)
       stage_params[name] = lora.merge_params(base, adapters)
       texts[name] = load_text_embeddings(
           _require(os.path.join(directory, f"{name}_prompt.safetensors"),
@@ -172,13 +176,9 @@ class GenfocusRefocuser:
               on_frame: Callable[[], None] | None = None) -> np.ndarray:
     """One photo `[H, W, 3]` in [0, 1] for every (focus, blur) combination, focus-major, as
     `Refocuser.refocus`. `on_step` is called once per stage run, `on_frame` once per frame."""
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
-    points, levels = prepare_lib.camera_grid(focus, blur)
-    return self.sample(image[None], None if disparity is None else np.asarray(disparity)[None],
-                       points, levels, blades=blades, rotation=rotation, num_steps=num_steps,
-                       seed=seed, on_step=on_step, on_frame=on_frame)
+    return self.sample(*prepare_lib.one_photo(image, disparity, focus, blur), blades=blades,
+                       rotation=rotation, num_steps=num_steps, seed=seed, on_step=on_step,
+                       on_frame=on_frame)
 
   __call__ = refocus
 
@@ -209,11 +209,13 @@ class GenfocusRefocuser:
       on_step()
     frames = np.empty((request.frames, *hw, 3), np.float32)
     pick = lambda a, i: a[min(i, len(a) - 1)]
+    disparity_w = None if request.disparity is None else downscale(request.disparity, hw,
+                                                                   "nearest")
     for i in range(request.frames):
       if request.blur[i] <= 0:
         frames[i] = pick(sharp, i)
         continue
-      disp = downscale(pick(request.disparity, i)[None], hw, "nearest")[0]
+      disp = pick(disparity_w, i)
       # the focal plane as our renderer reads it (window median), so the composition agrees
       d_f = float(optics.focus_disparity(disp, jnp.asarray(request.focus[i])))
       defocus = genfocus.defocus_map(disp, d_f, float(request.blur[i] * scale))

@@ -55,6 +55,19 @@ def trained_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
   return hw
 
 
+def one_photo(image: np.ndarray, disparity: np.ndarray | None, focus, blur
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+  """`refocus`'s one photo `[H, W, 3]` (and disparity `[H, W]` or None) with its focus x blur
+  grid, as the batched arguments of `sample`: `[1, H, W, 3]`, `[1, H, W]` or None, `[N, 2]`,
+  `[N]`."""
+  image = np.asarray(image, np.float32)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
+  points, levels = camera_grid(focus, blur)
+  return (image[None], None if disparity is None else np.asarray(disparity)[None], points,
+          levels)
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
   """A checked call: photos `[1 or N, H, W, 3]`, their disparity (same leading size) or None,
@@ -109,4 +122,4 @@ def prepare(reference: np.ndarray, disparity: np.ndarray | None, focus: np.ndarr
                  int(num_steps), int(seed))
 
 
-__all__ = ["Request", "camera_grid", "check_cameras", "prepare", "trained_size"]
+__all__ = ["Request", "camera_grid", "check_cameras", "one_photo", "prepare", "trained_size"]

@@ -102,13 +102,9 @@ class Refocuser:
     (1 = near) or None (the depth model's estimate, else the no-depth path). `on_step` is called
     once per sampler step, `on_frame` once per frame composed at full resolution.
     """
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
-    points, levels = prepare_lib.camera_grid(focus, blur)
-    return self.sample(image[None], None if disparity is None else np.asarray(disparity)[None],
-                       points, levels, blades=blades, rotation=rotation, num_steps=num_steps,
-                       seed=seed, on_step=on_step, on_frame=on_frame)
+    return self.sample(*prepare_lib.one_photo(image, disparity, focus, blur), blades=blades,
+                       rotation=rotation, num_steps=num_steps, seed=seed, on_step=on_step,
+                       on_frame=on_frame)
 
   __call__ = refocus
 
