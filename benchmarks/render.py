@@ -115,9 +115,9 @@ def _point_light(radii, max_radius: float) -> dict:
   return results
 
 
-def _bytes_accessed(fn, *args) -> float | None:
-  """Bytes read and written by one call, from XLA's cost analysis of the compiled program."""
-  analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+def _bytes_accessed(jitted, *args) -> float | None:
+  """Bytes read and written by one call of `jitted`, from XLA's cost analysis of its program."""
+  analysis = jitted.lower(*args).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   value = (analysis or {}).get("bytes accessed")
   return None if value is None else float(value)
@@ -197,7 +197,7 @@ def main() -> None:
   headline = "data_parallel" if "data_parallel" in variants else "single_device"
   candidate = timings[headline]
   for r in args.radii:  # whole-batch bytes of one single-device program
-    moved = _bytes_accessed(fn, image, disparity, focus, blurs[r])
+    moved = _bytes_accessed(variants["single_device"][0], image, disparity, focus, blurs[r])
     if moved is not None:
       entry = candidate[str(r)]
       entry["bytes_accessed"] = moved

@@ -119,10 +119,7 @@ class GenfocusRefocuser:
     self.full_resolution = bool(full_resolution)
     self.budget = int(max_memory or memory.default_memory_budget())
     self.host_budget = memory.host_budget()
-    if isinstance(depth_model, (str, os.PathLike)):
-      from diffcamera_jax.depth import DepthEstimator
-      depth_model = DepthEstimator.load(depth_model)
-    self.depth_model = depth_model
+    self.depth_model = prepare_lib.depth_estimator(depth_model)
     self.multiple = 2 * vae.config.downsample_factor  # VAE latents are packed 2 x 2
 
   @classmethod

@@ -7,6 +7,7 @@ none (the model's no-depth path).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import ml_collections
@@ -53,6 +54,14 @@ def trained_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
                                           for v in size):
     raise ValueError(f"model config: data.image_size {size!r} must be two positive integers")
   return hw
+
+
+def depth_estimator(depth_model: Any) -> Any:
+  """A `DepthEstimator` given as itself, as its weights' path (loaded here), or None."""
+  if isinstance(depth_model, (str, os.PathLike)):
+    from diffcamera_jax.depth import DepthEstimator
+    return DepthEstimator.load(depth_model)
+  return depth_model
 
 
 def one_photo(image: np.ndarray, disparity: np.ndarray | None, focus, blur
@@ -122,4 +131,4 @@ def prepare(reference: np.ndarray, disparity: np.ndarray | None, focus: np.ndarr
                  int(num_steps), int(seed))
 
 
-__all__ = ["Request", "camera_grid", "check_cameras", "one_photo", "prepare", "trained_size"]
+__all__ = ["Request", "camera_grid", "check_cameras", "depth_estimator", "one_photo", "prepare", "trained_size"]

@@ -16,7 +16,6 @@ The model family (`families`: DiT or FLUX + LoRA) is settled once, at load.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import ml_collections
@@ -73,10 +72,7 @@ class Refocuser:
     self.prepass = physics_deblur.Deblurrer(
         self.config.data, self.max_side, threshold=self.options.camera_search_threshold,
         min_gain=self.options.uniform_search_min_gain)
-    if isinstance(depth_model, (str, os.PathLike)):
-      from diffcamera_jax.depth import DepthEstimator
-      depth_model = DepthEstimator.load(depth_model)
-    self.depth_model = depth_model
+    self.depth_model = prepare_lib.depth_estimator(depth_model)
 
   @classmethod
   def load(cls, model_dir: str, **kwargs) -> "Refocuser":
