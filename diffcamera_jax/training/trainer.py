@@ -116,7 +116,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   train_step = train_step_lib.make_train_step(config, model, codec, mesh, state_sharding,
                                               frozen, frozen_sharding)
   simulate = simulate_lib.make_simulate_fn(config, mesh)
-  evaluator = periodic_eval.HeldOutEvaluator(config, model, codec, mesh, workdir)
+  # The validation scenes are rendered only when an evaluation falls within this run.
+  every = config.train.eval_every
+  evaluates = config.train.num_steps // every > start_step // every
+  evaluator = (periodic_eval.HeldOutEvaluator(config, model, codec, mesh, workdir) if evaluates
+               else None)
   report = periodic_actions.ReportProgress(num_train_steps=config.train.num_steps, writer=writer,
                                            every_steps=config.train.log_every, every_secs=None)
 

@@ -1,6 +1,7 @@
 """Shared fixtures of the FLUX tests: paths and the reference inputs/outputs (numpy only)."""
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -44,8 +45,15 @@ def vae_config() -> dict:
 
 
 @pytest.fixture(scope="session")
-def flux_run(tmp_path_factory):
+def flux_run(build_once):
   """One 2-step run of the tiny FLUX variant through the training program, shared by the
-  training and the inference tests: (workdir, the finished process)."""
-  workdir = tmp_path_factory.mktemp("flux_run") / "run"
-  return workdir, train_tiny_flux(workdir, 2)
+  training and the inference tests (who copy it before changing it): (workdir, the finished
+  process, its output read back)."""
+  def make(folder):
+    result = train_tiny_flux(folder / "run", 2)
+    (folder / "result.json").write_text(json.dumps(
+        {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}))
+  folder = build_once("flux_train_run", make)
+  result = json.loads((folder / "result.json").read_text())
+  return folder / "run", subprocess.CompletedProcess(
+      args=[], returncode=result["returncode"], stdout=result["stdout"], stderr=result["stderr"])

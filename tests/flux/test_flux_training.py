@@ -1,6 +1,7 @@
 """FLUX + LoRA through the real train state, train step and training program: the state holds the
 trainable part only, the frozen base stays outside it and unchanged, checkpoints are LoRA-only."""
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -96,18 +97,21 @@ def test_frozen_base_is_reproducible_and_weights_are_required_beyond_tiny(traine
 
 
 @pytest.mark.slow
-def test_training_program_writes_a_lora_only_checkpoint_and_resumes(flux_run):
-  workdir, result = flux_run
+def test_training_program_writes_a_lora_only_checkpoint_and_resumes(flux_run, tmp_path):
+  shared, result = flux_run
   assert result.returncode == 0, result.stderr[-3000:]
   assert "loss=" in result.stderr and "eval/psnr=" in result.stderr
-  assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "flux"
+  assert json.loads((shared / "config.json").read_text())["model"]["name"] == "flux"
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(workdir / "checkpoints" / "2" / "state")
+    state = checkpointer.restore(shared / "checkpoints" / "2" / "state")
   assert int(state["step"]) == 2
   paths = lora.flatten_paths(state["params"])
   assert paths and all(_is_trainable(p) for p in paths)
   assert ("flux", "double_blocks_0", "img_attn", "qkv", "lora_a") in paths
-  # Resuming restores the LoRA-only state onto the same (seeded) base and keeps training.
+  # Resuming (a copy of the shared run) restores the LoRA-only state onto the same (seeded) base
+  # and keeps training.
+  workdir = tmp_path / "run"
+  shutil.copytree(shared, workdir)
   resumed = train_tiny_flux(workdir, 3)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from checkpoint step 2" in resumed.stderr

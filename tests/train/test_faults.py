@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from diffcamera_jax.testing.train_runs import (TINY, assert_trees_identical, checkpoint_state,
-                                               run_train, train_command)
+                                               train_command)
 
 # Where the commands below start (the config errors name `configs/...` paths from it).
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -43,45 +43,32 @@ def _zero_largest_state_file(step_dir: pathlib.Path) -> None:
   largest.write_bytes(b"\0" * largest.stat().st_size)
 
 
-_RESUME_OVERRIDES = ("--config.train.num_steps=10", "--config.train.checkpoint_every=2",
-                     "--config.train.keep_checkpoints=20")
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-  """An uninterrupted 10-step run with a checkpoint every 2 steps."""
-  workdir = tmp_path_factory.mktemp("straight") / "run"
-  result = run_train(workdir, *_RESUME_OVERRIDES)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["zeroed", "no_metadata"])
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_run_matches_uninterrupted(
     tmp_path, trainer, straight_run, damage):
-  # A run stopped after saving step 8, whose step 8 a half-finished copy then damaged.
+  # A run stopped after saving step 18, whose step 18 a half-finished copy then damaged.
   run = tmp_path / "damaged"
   shutil.copytree(straight_run, run)
-  shutil.rmtree(run / "checkpoints" / "10")
+  shutil.rmtree(run / "checkpoints" / "20")
   if damage == "zeroed":
-    _zero_largest_state_file(run / "checkpoints" / "8")
+    _zero_largest_state_file(run / "checkpoints" / "18")
   else:
-    (run / "checkpoints" / "8" / "state" / "_METADATA").unlink()
-  first = trainer.run(run, *_RESUME_OVERRIDES)
+    (run / "checkpoints" / "18" / "state" / "_METADATA").unlink()
+  first = trainer.run(run, *trainer.resumable)
   assert first.returncode == 0, first.stderr[-3000:]
-  assert "checkpoint step 8 cannot be restored" in first.stderr, first.stderr[-3000:]
-  assert "resumed from checkpoint step 6" in first.stderr
+  assert "checkpoint step 18 cannot be restored" in first.stderr, first.stderr[-3000:]
+  assert "resumed from checkpoint step 16" in first.stderr
   aside = [p.name for p in (run / "checkpoints").iterdir() if ".corrupt-" in p.name]
-  assert len(aside) == 1 and aside[0].startswith("8.corrupt-"), aside
-  assert trainer.steps(run) == [2, 4, 6, 8, 10]
-  assert_trees_identical(checkpoint_state(straight_run, 10), checkpoint_state(run, 10))
-  assert_trees_identical(checkpoint_state(straight_run, 8), checkpoint_state(run, 8))
+  assert len(aside) == 1 and aside[0].startswith("18.corrupt-"), aside
+  assert trainer.steps(run) == list(range(2, 21, 2))
+  assert_trees_identical(checkpoint_state(straight_run, 20), checkpoint_state(run, 20))
+  assert_trees_identical(checkpoint_state(straight_run, 18), checkpoint_state(run, 18))
   if damage == "zeroed":  # a later restart is clean: no crash loop
-    again = trainer.run(run, *_RESUME_OVERRIDES)
+    again = trainer.run(run, *trainer.resumable)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "cannot be restored" not in again.stderr
-    assert "resumed from checkpoint step 10" in again.stderr
+    assert "resumed from checkpoint step 20" in again.stderr
 
 
 _INJECT = """
