@@ -29,6 +29,7 @@ RUNTIME = [
 TEST = [
     "pytest>=8.0",
     "pytest-timeout>=2.3",
+    "pytest-xdist>=3.5",  # the suite runs its test files in parallel worker processes
     "portpicker>=1.6",  # free ports for the multi-process tests
     "nbclient>=0.10",
     "nbformat>=5.10",

@@ -36,6 +36,14 @@ def pytest_configure(config):
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+def pytest_collection_modifyitems(config, items):
+  """Test files with end-to-end (`slow`) tests first, the rest in their order: parallel workers
+  then start on the long files and end on short ones, instead of one long file finishing alone."""
+  del config
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)
+
+
 def pytest_unconfigure(config):
   del config
   for cache in _CREATED:
