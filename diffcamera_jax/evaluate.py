@@ -14,7 +14,8 @@ ablation checkpoint and, with `--genfocus DIR`, the released Genfocus LoRAs on F
 ("Genfocus"; `diffcamera_jax.inference.genfocus_refocuser`; `--base-weights` / `--vae-weights`
 apply to it as to FLUX exports). Each model is scored as it is ("model") and after the optics pre-pass that
 deblurs the photo where the optics explain its blur ("optics deblur + model"; not learned;
-`--optics-prepass on|off` keeps one of the two). Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
+`--optics-prepass on|off` keeps one of the two; models with the same data settings share the
+pre-pass, so each photo is searched once). Writes `OUT/results.json` (summaries and per-scene scores), `OUT/report.html`
 (tables, charts, image grids) and `OUT/images/*.png`. See `diffcamera_jax.evaluation.benchmark` for the tasks
 and docs/evaluation.md for the metrics. With `--lpips-weights` (a local file, see
 `diffcamera_jax.evaluation.lpips`) every task also gets an LPIPS score (`{task}/lpips`), with
@@ -189,6 +190,7 @@ def load_methods(args: argparse.Namespace, estimator=None
   options = prepass_options(args)
   prepass = {"on": (True,), "off": (False,), "both": (False, True)}[args.optics_prepass]
   options.pop("optics_prepass", None)
+  deblurrers = {}  # the optics pre-pass is not learned: models with equal settings share its searches
   for name, path in models:
     try:
       refocuser = Refocuser.load(path, batch_size=args.batch_size, num_steps=args.steps,
@@ -196,6 +198,7 @@ def load_methods(args: argparse.Namespace, estimator=None
                                  **options)
     except FileNotFoundError as e:
       raise ValueError(f"{path}: {e}") from None
+    refocuser.prepass = deblurrers.setdefault(refocuser.prepass.settings, refocuser.prepass)
     for deblur in prepass:
       label = f"{PREPASS_LABEL}{name}" if deblur else name
       method = refocuser.as_method(use_depth=not args.no_depth, seed=args.seed,

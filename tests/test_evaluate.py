@@ -25,13 +25,19 @@ def _export(path, seed):
 
 
 @pytest.mark.slow
-def test_models_and_ablation_side_by_side(tmp_path, capsys):
+def test_models_and_ablation_side_by_side(tmp_path, capsys, monkeypatch):
+  from diffcamera_jax.inference import physics_deblur
   _export(tmp_path / "model", 0)
   _export(tmp_path / "no_stack", 1)
+  searched = []  # the optics pre-pass is shared by the two models: each photo searched once
+  real = physics_deblur.deblur_with_depth
+  monkeypatch.setattr(physics_deblur, "deblur_with_depth", lambda photos, *a, **k: searched.extend(
+      p.tobytes() for p in photos) or real(photos, *a, **k))
   out = tmp_path / "eval"
   argv = ["--model", str(tmp_path / "model"), "--ablation", f"no_stack={tmp_path / 'no_stack'}",
           "--num-scenes", "2", "--examples", "1", "--steps", "1", "--quiet", "--out", str(out)]
   assert evaluate.main(argv) == 0
+  assert searched and len(set(searched)) == len(searched)
   results = json.loads((out / "results.json").read_text())
   bench = results["benchmarks"]["procedural"]
   assert list(bench["methods"]) == ["input unchanged", "renderer (true depth)", "model",

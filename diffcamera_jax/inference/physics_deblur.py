@@ -194,6 +194,14 @@ class Deblurrer:
     self.threshold, self.min_gain = float(threshold), float(min_gain)
     self._cache: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
 
+  @property
+  def settings(self) -> tuple:
+    """All its results depend on besides the photos: Deblurrers with equal settings (the
+    refocusers of several models trained on the same data, say) can share one."""
+    d = self.data
+    return (float(d.gamma), float(d.blur_range[1]), int(d.blur_reference_size), self.max_side,
+            self.threshold, self.min_gain)
+
   def search_for(self, work_hw: tuple[int, int]) -> CameraSearch:
     """The search at this working size: blurs up to 1.2x the training range (`data`)."""
     d = self.data
