@@ -48,7 +48,7 @@ def vae_config() -> dict:
 def flux_run(build_once):
   """One 2-step run of the tiny FLUX variant through the training program, shared by the
   training and the inference tests (who copy it before changing it): (workdir, the finished
-  process, its output read back)."""
+  process as read back from the shared folder)."""
   def make(folder):
     result = train_tiny_flux(folder / "run", 2)
     (folder / "result.json").write_text(json.dumps(
