@@ -20,8 +20,8 @@ Without any disparity (`compose_without_depth`) the photo's finer band is added 
 the share of local detail the model's frame kept.
 
 The full-resolution render runs in horizontal strips when one frame's compiled plan exceeds the
-memory budget (`render_in_strips`). Strips overlap by the largest blur radius and start on the
-renderer's coarsest pyramid grid; with layered depth they match the whole-frame render exactly,
+memory budget (`render_in_strips`). Strips overlap by the largest blur radius; with layered
+depth they match the whole-frame render exactly,
 with continuous depth each strip takes its own mean radius per CoC bin (the renderer's binning
 tolerance, docs/optics.md).
 """
@@ -38,7 +38,7 @@ import numpy as np
 from diffcamera_jax import optics
 from diffcamera_jax.inference.memory import compiled_bytes
 from diffcamera_jax.inference.resize import downscale, upscale
-from diffcamera_jax.optics import layers as layers_lib
+from diffcamera_jax.optics.aperture import support_size
 from diffcamera_jax.optics.sharpness import laplacian
 
 
@@ -99,9 +99,8 @@ def render_in_strips(image: np.ndarray, disparity: np.ndarray, focus_disparity: 
                      blur: float, *, blades: int = 0, rotation: float = 0.0, gamma: float = 2.2,
                      max_radius: float, budget: int) -> np.ndarray:
   """`optics.render` of one frame `[H, W, 3]` at the photo's size, in horizontal strips sized so
-  that each strip's compiled program fits `budget` bytes. Strips overlap by the blur radius and
-  start on the renderer's coarsest pyramid grid (the module docstring says how they compare
-  with the whole-frame render)."""
+  that each strip's compiled program fits `budget` bytes. Strips overlap by the blur radius (the
+  module docstring says how they compare with the whole-frame render)."""
   height, width = image.shape[:2]
   run = lambda a, b: np.asarray(_compiled_render((b - a, width), float(gamma), float(max_radius))(
       jnp.asarray(image[a:b], jnp.float32), jnp.asarray(disparity[a:b], jnp.float32),
@@ -109,10 +108,8 @@ def render_in_strips(image: np.ndarray, disparity: np.ndarray, focus_disparity: 
   need = compiled_bytes(_compiled_render((height, width), float(gamma), float(max_radius)))
   if need <= budget:
     return run(0, height)
-  levels = layers_lib.plan(max_radius)
-  grain = levels[-1].factor if levels else 1
-  halo = grain * math.ceil((max_radius + 8) / grain)
-  rows = max(grain, grain * int(height * budget / need / grain) - 2 * halo)
+  halo = support_size(max_radius) // 2 + 1  # the farthest any light travels, and a pixel more
+  rows = max(1, int(height * budget / need) - 2 * halo)
   out = np.empty(image.shape, np.float32)
   for start in range(0, height, rows):
     stop = min(height, start + rows)

@@ -1,77 +1,39 @@
-"""The static layer plan: which signed-CoC bins exist and at which pyramid level each is blurred.
+"""The static layer plan: the signed-CoC bins the renderer splits a scene into.
 
-A layer with CoC radius ``r`` is blurred at a resolution reduced by ``f = 2**level`` such that the
-reduced radius ``r / f`` lies in ``(FINE_RADIUS / 2, FINE_RADIUS]``: the cost of a layer's blur then
-does not grow with ``r``, while the kernel keeps enough samples (> 4 px radius) for the
-resampling error to stay small (see docs/optics.md). Level 0 (full resolution) holds the in-focus
-layer (``|s| < IN_FOCUS``, rendered unblurred: its coverage kernel is a single pixel) and the bins
-up to ``FINE_RADIUS``.
+Pixels with ``|s| < IN_FOCUS`` form the in-focus layer (rendered unblurred: the aperture covers only
+the source pixel). The blurred bins' ``|s|`` edges are ``LEVEL0_EDGES`` up to ``FINE_RADIUS``, then
+``BINS_PER_OCTAVE`` per doubling of the radius. Each sign of ``s`` gets its own bins. Every bin is
+blurred at full resolution with the exact aperture kernel of its pixels' mean ``|s|``, so the bins
+only decide which depths share a kernel (and do not occlude each other).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 
 IN_FOCUS = 0.5  # |s| below this: the aperture covers only the source pixel
-FINE_RADIUS = 8.0  # the largest radius blurred at full resolution
-# |s| bins at full resolution; below 1.375 and 2.375 every aperture's coverage kernel fits in 3x3
+FINE_RADIUS = 8.0  # beyond this radius the bins are spaced geometrically
+# |s| edges up to FINE_RADIUS; below 1.375 and 2.375 every aperture's coverage kernel fits in 3x3
 # and 5x5 pixels (`aperture.support_size`), so those bins are blurred by direct sums of taps.
 LEVEL0_EDGES = (IN_FOCUS, 1.375, 2.375, 4.5, FINE_RADIUS)
-BINS_PER_OCTAVE = 2  # |s| bins per coarser level
-
-
-@dataclasses.dataclass(frozen=True)
-class Level:
-  """Bins blurred at resolution ``1 / 2**index``; ``edges`` are the |s| bin edges (ascending)."""
-
-  index: int
-  edges: tuple[float, ...]
-
-  @property
-  def factor(self) -> int:
-    return 2 ** self.index
-
-  @property
-  def num_bins(self) -> int:
-    return len(self.edges) - 1
+BINS_PER_OCTAVE = 2  # |s| bins per doubling beyond FINE_RADIUS
 
 
 @functools.lru_cache(maxsize=None)
-def plan(max_radius: float) -> tuple[Level, ...]:
-  """Levels (fine to coarse) whose |s| bins tile ``[IN_FOCUS, max_radius]``; empty if none needed.
+def edges(max_radius: float) -> tuple[float, ...]:
+  """Ascending ``|s|`` bin edges from ``IN_FOCUS`` past ``max_radius``; empty if no blur is needed.
 
   The outermost edge is nudged past ``max_radius`` so that CoCs clipped to it fall inside.
   """
   if not max_radius > 0:
     raise ValueError(f"max_radius must be positive, got {max_radius}")
   top = max_radius * (1 + 1e-6) + 1e-6
-  edges = [e for e in _canonical_edges(top) if e < max_radius * (1 - 1e-6)] + [top]
-  if len(edges) < 2:
-    return ()
-  by_level: dict[int, list[tuple[float, float]]] = {}
-  for lo, hi in zip(edges[:-1], edges[1:]):
-    by_level.setdefault(_level_of(lo), []).append((lo, hi))
-  return tuple(
-      Level(index, tuple(lo for lo, _ in bins) + (bins[-1][1],))
-      for index, bins in sorted(by_level.items()))
+  out = [e for e in _canonical_edges(top) if e < max_radius * (1 - 1e-6)] + [top]
+  return tuple(out) if len(out) >= 2 else ()
 
 
 def _canonical_edges(top: float) -> list[float]:
-  edges, step = list(LEVEL0_EDGES), 1
-  while edges[-1] < top:
-    edges.append(FINE_RADIUS * 2 ** (step / BINS_PER_OCTAVE))
+  out, step = list(LEVEL0_EDGES), 1
+  while out[-1] < top:
+    out.append(FINE_RADIUS * 2 ** (step / BINS_PER_OCTAVE))
     step += 1
-  return edges
-
-
-def _level_of(lo: float) -> int:
-  if lo < FINE_RADIUS * (1 - 1e-6):
-    return 0
-  return int(math.floor(math.log2(lo / FINE_RADIUS) + 1e-6)) + 1
-
-
-def padded_size(size: int, levels: tuple[Level, ...]) -> int:
-  """``size`` rounded up to a multiple of the coarsest level's factor."""
-  factor = levels[-1].factor if levels else 1
-  return int(math.ceil(size / factor) * factor)
+  return out

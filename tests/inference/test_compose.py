@@ -35,7 +35,7 @@ def test_compose_returns_the_photo_when_the_model_returns_its_input():
 
 def test_strips_match_the_whole_render_on_layered_depth(layered_disparity):
   photo, disparity = _photo(200, 120, 1), layered_disparity(200, 120)
-  blur = 12.0  # full-resolution bins and a coarse pyramid level
+  blur = 12.0  # tap-summed and FFT-blurred bins on both sides of the focal plane
   radius = compose.radius_bucket(blur)
   whole = compose.render_in_strips(photo, disparity, 0.5, blur, max_radius=radius, budget=2 ** 40)
   assert memory.compiled_bytes(compose._compiled_render((200, 120), 2.2, radius)) > 2 * 2 ** 20
