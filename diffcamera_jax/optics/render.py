@@ -26,6 +26,8 @@ from diffcamera_jax.optics.focus import per_example, signed_coc
 DEFAULT_MAX_RADIUS = 150.0
 # Kernels up to this side length are applied as sums of shifted planes, larger ones by FFT.
 MAX_DIRECT_SIZE = 5
+# The margin the tap-summed layers read across (their kernels' largest half-width).
+TAP_MARGIN = MAX_DIRECT_SIZE // 2
 # Coverage below which an FFT-blurred layer is treated as empty (its values are round-off).
 ALPHA_FLOOR = 1e-6
 _TINY = 1e-12
@@ -69,67 +71,16 @@ def composite_layers(
   fields are ``[B]``. Returns the normalised linear image ``[B, H, W, 3]``.
   """
   edges = layers_lib.edges(max_radius)
-  _, height, width, _ = rgb.shape
-  grid = _Grid.make(edges, height, width)
   # Channel-first from here on: [B, 4, H, W], so blurs run over the minor axes.
   rgb = jnp.moveaxis(rgb, -1, 1)
-  rgba = grid.pad(jnp.concatenate([rgb, jnp.ones_like(rgb[:, :1])], axis=1))
+  rgba = jnp.concatenate([rgb, jnp.ones_like(rgb[:, :1])], axis=1)
   total = None
   for weight, coc in groups:
-    coc = jnp.clip(grid.pad(coc), -max_radius, max_radius)
-    group = _render_group(rgba, grid.pad(weight), coc, aperture, edges, grid)
+    coc = jnp.clip(coc, -max_radius, max_radius)
+    group = _render_group(rgba, weight, coc, aperture, edges)
     total = group if total is None else _over(group, total)
   out = total[:, :3] / jnp.maximum(total[:, 3:], 1e-6)
   return jnp.moveaxis(out, 1, -1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Grid:
-  """The working grid: the image padded (half-sample symmetric) by ``margin`` on the top and left,
-  and on the bottom and right to ``shape``. A bin whose kernels reach ``half`` pixels reads the
-  window that starts ``half`` pixels before the image (`window`): the image with its own
-  symmetric margin, extended on the bottom and right to an FFT-friendly size, so that circular
-  convolution on it never wraps into the image."""
-
-  margin: int
-  size: tuple[int, int]
-  shape: tuple[int, int]
-
-  @classmethod
-  def make(cls, edges: tuple[float, ...], height: int, width: int) -> "_Grid":
-    size = (height, width)
-    halves = [_kernel_size(edges, b) // 2 for b in range(len(edges) - 1)]
-    if not halves:
-      return cls(0, size, size)
-    margin = max(halves)
-    shape = tuple(max(margin - h + n for h, n in zip(halves, lengths))
-                  for lengths in zip(*[cls._window_shape(size, edges, b)
-                                       for b in range(len(halves))]))
-    return cls(margin, size, shape)
-
-  @staticmethod
-  def _window_shape(size, edges, b: int) -> tuple[int, int]:
-    k = _kernel_size(edges, b)
-    if k <= MAX_DIRECT_SIZE:
-      return tuple(n + k - 1 for n in size)
-    return tuple(blur_lib.fast_length(n + k - 1) for n in size)
-
-  def pad(self, x: jax.Array) -> jax.Array:
-    """Pads ``x`` ``[..., H, W]`` (the image's size) onto the grid."""
-    after = [s - self.margin - n for s, n in zip(self.shape, x.shape[-2:])]
-    widths = ((self.margin, after[0]), (self.margin, after[1]))
-    return jnp.pad(x, ((0, 0),) * (x.ndim - 2) + widths, mode="symmetric")
-
-  def window(self, x: jax.Array, edges: tuple[float, ...], b: int) -> jax.Array:
-    """The window of ``x`` ``[..., *shape]`` that bin ``b``'s blur reads."""
-    start = self.margin - _kernel_size(edges, b) // 2
-    h, w = self._window_shape(self.size, edges, b)
-    return x[..., start:start + h, start:start + w]
-
-  def crop(self, x: jax.Array) -> jax.Array:
-    """The image region of ``x`` ``[..., *shape]``."""
-    m, (h, w) = self.margin, self.size
-    return x[..., m:m + h, m:m + w]
 
 
 def _kernel_size(edges: tuple[float, ...], b: int) -> int:
@@ -142,91 +93,102 @@ def _over(top: jax.Array, bottom: jax.Array) -> jax.Array:
   return top + (1.0 - jnp.clip(top[..., 3:, :, :], 0.0, 1.0)) * bottom
 
 
-def _layers(edges: tuple[float, ...]) -> list[tuple[int, bool]]:
-  """The ``(bin, back)`` layers: back bins first, then front bins."""
-  return [(b, back) for back in (True, False) for b in range(len(edges) - 1)]
+def _layer_statistics(edges, weight, magnitude, behind) -> tuple[jax.Array, jax.Array]:
+  """Pixel weight and mean ``|s|`` ``[B, 2, n]`` of every layer (side: back, front; bin), from
+  one pass over the image: each pixel's layer index, then one segment sum per statistic."""
+  batch = magnitude.shape[0]
+  nb = len(edges) - 1
+  b = sum((magnitude >= e).astype(jnp.int32) for e in edges[1:-1])
+  side = (behind < 0.5).astype(jnp.int32)  # 0: behind the focal plane, 1: in front
+  segments = 2 * nb + 1  # the last one collects the in-focus pixels
+  ids = jnp.where(magnitude < edges[0], 2 * nb, side * nb + b)
+  ids = (ids + segments * jnp.arange(batch)[:, None, None]).reshape(-1)
+  total = lambda x: jax.ops.segment_sum(x.reshape(-1), ids, num_segments=batch * segments)
+  count = total(weight).reshape(batch, segments)[:, :2 * nb]
+  weighted = total(weight * magnitude).reshape(batch, segments)[:, :2 * nb]
+  radius = weighted / jnp.maximum(count, _TINY)
+  return count.reshape(batch, 2, nb), radius.reshape(batch, 2, nb)
 
 
-def _masks(edges, layers, weight, magnitude, behind) -> jax.Array:
-  """Weights ``[B, len(layers), H, W]`` of the pixels of ``layers`` ``[(bin, back)]``.
-
-  Written as one broadcast comparison against per-layer constants (no concatenation), so that it
-  fuses into whatever reads it.
-  """
-  const = lambda v: jnp.asarray(v, magnitude.dtype)[None, :, None, None]
-  lo = const([edges[b] for b, _ in layers])
-  hi = const([edges[b + 1] for b, _ in layers])
-  back = const([float(back) for _, back in layers])
-  mag, behind = magnitude[:, None], behind[:, None]
-  side = back * behind + (1.0 - back) * (1.0 - behind)
-  return weight[:, None] * side * ((mag >= lo) & (mag < hi)).astype(magnitude.dtype)
-
-
-def _render_group(rgba, weight, coc, aperture, edges, grid) -> jax.Array:
+def _render_group(rgba, weight, coc, aperture, edges) -> jax.Array:
   """Premultiplied RGBA ``[B, 4, H, W]`` of one depth-ordered group of layers.
 
-  ``rgba``, ``weight`` and ``coc`` lie on the ``grid``.
+  The back layers are composited far to near and the front layers near to far (each under the
+  ones before); the two stacks meet around the in-focus layer. Layers no pixel of the batch falls
+  in are skipped, and so are all bins beyond the largest ``|s|`` present.
   """
+  if not edges:
+    return rgba * weight[:, None]
   magnitude = jnp.abs(coc)
   behind = (coc < 0).astype(rgba.dtype)
-  if not edges:
-    return grid.crop(rgba * weight[:, None])
-  centre = grid.crop(rgba * (weight * (magnitude < edges[0]))[:, None])
-  inner = [grid.crop(x) for x in (weight, magnitude, behind)]
+  centre = rgba * (weight * (magnitude < edges[0]))[:, None]
   ap = Aperture(aperture.blades[:, None], aperture.rotation[:, None])
-  # One pass over the image gathers every layer's pixel weight and mean |s|.
-  masks = _masks(edges, _layers(edges), *inner)
-  count = jnp.sum(masks, axis=(2, 3))
-  radius = jnp.sum(masks * inner[1][:, None], axis=(2, 3)) / jnp.maximum(count, _TINY)
-  backs, fronts = _blur_layers(edges, rgba, weight, magnitude, behind, count, radius, ap, grid)
-  back = front = None
-  for b in reversed(range(len(edges) - 1)):  # |s| descending: back far to near, front near to far
-    back = backs[b] if back is None else _over(backs[b], back)
-    front = fronts[b] if front is None else _over(front, fronts[b])
+  count, radius = _layer_statistics(edges, weight, magnitude, behind)
+  _, _, height, width = rgba.shape
+  margin = lambda x: _pad(x, TAP_MARGIN, (height + 2 * TAP_MARGIN, width + 2 * TAP_MARGIN))
+  rgba, weight, magnitude, behind = map(margin, (rgba, weight, magnitude, behind))
+  occupied = jnp.any(count > 0, axis=0)  # [2, n]
+  nb = len(edges) - 1
+  zeros = lambda: (jnp.zeros_like(centre), jnp.zeros_like(centre))
+
+  def stacks(lo: int):
+    """The back and front stacks of bins ``lo`` and beyond."""
+    if lo == nb:
+      return zeros()
+
+    def occupied_stacks():
+      back, front = stacks(lo + 1)
+      blur = lambda side: _blur_layer(edges, lo, side == 0, rgba, weight, magnitude, behind,
+                                      radius[:, side, lo], ap)
+      # the conditionals also materialise each blurred layer, so that the compositing, which
+      # reads it at several channels, does not recompute its blur
+      back = jax.lax.cond(occupied[0, lo], lambda: _over(blur(0), back), lambda: back)
+      front = jax.lax.cond(occupied[1, lo], lambda: _over(front, blur(1)), lambda: front)
+      return back, front
+
+    return jax.lax.cond(jnp.any(occupied[:, lo:]), occupied_stacks, zeros)
+
+  back, front = stacks(0)
   return _over(front, _over(centre, back))
 
 
-def _unless_empty(occupied: jax.Array, blur) -> jax.Array:
-  """``blur()``, or zeros of its shape when no pixel is ``occupied``.
+def _blur_layer(edges, b, back, rgba, weight, magnitude, behind, radius, ap) -> jax.Array:
+  """Premultiplied RGBA ``[B, 4, H, W]`` of layer ``(b, back)`` blurred by the coverage kernel of
+  its mean ``|s|`` ``radius`` ``[B]``.
 
-  Besides skipping empty layers, the conditional materialises the blurred layers, so that the
-  compositing that reads each of them at several channels does not recompute their blur.
+  ``rgba`` ``[B, 4, H + 2m, W + 2m]``, ``weight``, ``magnitude`` and ``behind`` carry a margin of
+  ``m = TAP_MARGIN`` pixels (half-sample symmetric). Kernels that fit in ``MAX_DIRECT_SIZE``
+  pixels are applied as sums of shifted planes read across that margin. Larger ones are applied by
+  FFT: the layer's planes are padded by the kernel's half-width (symmetric, so no light wraps in
+  from the opposite edge) and on the bottom and right to an FFT-friendly size, where circular
+  convolution never wraps into the image.
   """
-  shape = jax.eval_shape(blur)
-  zeros = lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
-  return jax.lax.cond(occupied, blur, zeros)
+  m = TAP_MARGIN
+  height, width = rgba.shape[-2] - 2 * m, rgba.shape[-1] - 2 * m
+  size = _kernel_size(edges, b)
+  half = size // 2
+  kernel = aperture_lib.coverage_kernel(ap, radius[:, None], size)
+
+  def planes(start: int, stop_y: int, stop_x: int) -> jax.Array:  # [B, 1, 4, ...]
+    window = lambda x: x[..., start:stop_y, start:stop_x]
+    mag = window(magnitude)
+    in_bin = (mag >= edges[b]) & (mag < edges[b + 1]) & ((window(behind) > 0.5) == back)
+    return (window(rgba) * (window(weight) * in_bin)[:, None])[:, None]
+
+  if size <= MAX_DIRECT_SIZE:
+    return _direct(planes(m - half, m + height + half, m + width + half), kernel,
+                   height, width)[:, 0]
+  shape = (blur_lib.fast_length(height + 2 * half), blur_lib.fast_length(width + 2 * half))
+  padded = _pad(planes(m, m + height, m + width), half, shape)
+  out = blur_lib.circular_convolve(padded, kernel)
+  return _drop_round_off(out[..., half:half + height, half:half + width])[:, 0]
 
 
-def _blur_layers(edges, rgba, weight, magnitude, behind, count, radius, ap, grid):
-  """Blurs every layer with the coverage kernel of its mean ``|s|``, reading its bin's window of
-  the ``grid``.
-
-  ``count`` and ``radius`` ``[B, L]`` are the pixel weight and mean ``|s|`` of the layers
-  (`_layers` order). Layers whose kernels fit in ``MAX_DIRECT_SIZE`` pixels are blurred as sums
-  of shifted planes, the others by FFT convolution over the window; a layer no pixel of the
-  batch falls in is skipped. Returns ``(backs, fronts)``, lists over bins of ``[B, 4, H, W]``.
-  """
-  nb = len(edges) - 1
-  backs, fronts = [None] * nb, [None] * nb
-  height, width = grid.size
-  for index, (b, back) in enumerate(_layers(edges)):  # one at a time: empty layers are skipped
-    size = _kernel_size(edges, b)
-    half = size // 2
-
-    def blur(b=b, back=back, size=size, index=index):
-      window = lambda x: grid.window(x, edges, b)
-      mask = _masks(edges, [(b, back)], window(weight), window(magnitude), window(behind))
-      planes = window(rgba)[:, None] * mask[:, :, None]
-      kernel = aperture_lib.coverage_kernel(ap, radius[:, index, None], size)
-      if size <= MAX_DIRECT_SIZE:
-        return _direct(planes, kernel, height, width)
-      return blur_lib.circular_convolve(planes, kernel)  # cropped by the reader, saving a copy
-
-    out = _unless_empty(jnp.any(count[:, index] > 0), blur)
-    if size > MAX_DIRECT_SIZE:
-      out = _drop_round_off(out[..., half:half + height, half:half + width])
-    (backs if back else fronts)[b] = out[:, 0]
-  return backs, fronts
+def _pad(x: jax.Array, before: int, shape: tuple[int, int]) -> jax.Array:
+  """``x`` ``[..., H, W]`` padded by half-sample symmetric reflection: ``before`` pixels on the
+  top and left, and on the bottom and right to ``shape``."""
+  widths = tuple((before, s - before - n) for s, n in zip(shape, x.shape[-2:]))
+  return jnp.pad(x, ((0, 0),) * (x.ndim - 2) + widths, mode="symmetric")
 
 
 def _drop_round_off(layers: jax.Array) -> jax.Array:
