@@ -37,8 +37,8 @@ def write_demo(out_dir: str, *, size: int = 256, blur: float = 12.0, seed: int =
     raise ValueError(f"sweep must be >= 1, got {sweep}")
   os.makedirs(out_dir, exist_ok=True)
   image, disparity = procedural.make_scene(seed, 0, size, size)
-  optics.validate(image, disparity, blur=blur)
   max_radius = max(float(blur), 1.0)
+  optics.validate(image, disparity, blur=blur, max_radius=max_radius)
   render = jax.jit(lambda f, a: optics.render(image, disparity, f, blur, aperture=a,
                                               max_radius=max_radius))
   written = []

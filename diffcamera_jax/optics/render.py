@@ -255,7 +255,9 @@ def render(
   ``image`` is ``[H, W, 3]`` or ``[B, H, W, 3]`` with ``disparity`` ``[H, W]`` / ``[B, H, W]``;
   ``focus_disparity``, ``blur`` and the aperture fields are scalars or ``[B]``. ``gamma`` decodes
   the image to linear light before blurring and re-encodes after (1.0: render values as given).
-  CoC radii beyond ``max_radius`` (static) are clipped. Returns an image of the input's shape.
+  ``max_radius`` (static) bounds the CoC radius: the layers are planned up to it, and larger
+  radii are clipped (`validate` with ``max_radius`` rejects inputs that would be). Returns an
+  image of the input's shape.
   """
   image, disparity, batched = _as_batch(image, disparity)
   batch = image.shape[0]

@@ -19,12 +19,16 @@ def validate(
     blur=None,
     aperture: Optional[Aperture] = None,
     point=None,
+    max_radius: Optional[float] = None,
 ) -> None:
   """Raises ValueError naming the argument if the inputs of `render` are malformed.
 
   ``image`` ``[H, W, 3]`` or ``[B, H, W, 3]``; ``disparity`` its ``[..., H, W]`` in [0, 1];
   ``focus_disparity`` in [0, 1] and ``blur`` >= 0 (scalars or ``[B]``); ``aperture`` blades 0 or
-  >= 3; ``point`` ``[2]`` or ``[B, 2]`` in [0, 1]^2. All values must be finite.
+  >= 3; ``point`` ``[2]`` or ``[B, 2]`` in [0, 1]^2. All values must be finite. Given
+  ``max_radius`` (the renderer's static bound), a ``blur`` whose circles of confusion would exceed
+  it (``blur * max |D - d_f|``, or ``blur`` itself without a focus) is rejected instead of being
+  clipped by the renderer.
   """
   image = _finite("image", image)
   if image.ndim not in (3, 4) or image.shape[-1] != 3:
@@ -42,6 +46,8 @@ def validate(
     blur = _per_example("blur", blur, batch)
     if np.any(blur < 0):
       raise ValueError(f"blur must be >= 0, got min {blur.min()}")
+    if max_radius is not None:
+      _within_max_radius(blur, disparity, focus_disparity, batch, max_radius)
   if aperture is not None:
     _check_aperture(aperture, batch)
   if point is not None:
@@ -50,6 +56,18 @@ def validate(
     if point.shape not in expected:
       raise ValueError(f"point must have shape {' or '.join(map(str, expected))}, got {point.shape}")
     _in_unit_interval("point", point)
+
+
+def _within_max_radius(blur, disparity, focus_disparity, batch, max_radius: float) -> None:
+  spread = np.ones(() if batch is None else (batch,))
+  if focus_disparity is not None:
+    d_f = np.reshape(focus_disparity, (-1,) + (1,) * 2) if batch is not None else focus_disparity
+    spread = np.abs(disparity - d_f).reshape(*spread.shape, -1).max(axis=-1)
+  largest = float(np.max(blur * spread))
+  if largest > max_radius * (1 + 1e-6):
+    raise ValueError(f"blur gives circles of confusion of up to {largest:.1f} px, beyond "
+                     f"max_radius {max_radius:g}; the renderer would clip them: pass a larger "
+                     "max_radius")
 
 
 def _finite(name: str, value) -> np.ndarray:

@@ -36,3 +36,15 @@ def test_bad_inputs_raise_naming_the_argument(kwargs, name):
   args.update(kwargs)
   with pytest.raises(ValueError, match=name.replace(".", r"\.")):
     optics.validate(**args)
+
+
+def test_a_blur_beyond_max_radius_is_rejected_not_clipped():
+  disparity = np.zeros((2, 8, 8), np.float32)
+  disparity[:, :4] = 0.5  # |D - d_f| is at most 0.5 when focused at 0 or 0.5
+  optics.validate(IMAGE, disparity, focus_disparity=np.array([0.0, 0.5]), blur=100.0,
+                  max_radius=50.0)
+  with pytest.raises(ValueError, match="blur .* 60.0 px, beyond max_radius 50"):
+    optics.validate(IMAGE, disparity, focus_disparity=np.array([0.0, 0.5]),
+                    blur=np.array([120.0, 10.0]), max_radius=50.0)
+  with pytest.raises(ValueError, match="max_radius 150"):  # without a focus: |D - d_f| <= 1
+    optics.validate(IMAGE, disparity, blur=151.0, max_radius=150.0)
