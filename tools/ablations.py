@@ -14,7 +14,9 @@ EXTRA_FLAGS to change the base). Per arm and seed it runs `diffcamera_jax.train`
 (`stack` and `drop` above are both the plain variant). `--out` gets, per evaluation, arm and model row
 (`model`, each `model (depth: KIND)`, and their per-scene mean over the corruptions), each metric's
 mean over seeds with the standard error across seeds, and the per-scene standard error of each
-seed's mean (`diffcamera_jax.evaluation.ablation_summary`).
+seed's mean (`diffcamera_jax.evaluation.ablation_summary`); then the same for the per-scene,
+same-seed differences of each arm from the first one (`contrasts`), and under corrupted depth for
+each arm's margin over the renderer given the same corrupted map (`renderer_margins`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import shlex
 import subprocess
 import sys
 
-from diffcamera_jax.evaluation.ablation_summary import summarise
+from diffcamera_jax.evaluation.ablation_summary import contrasts, renderer_margins, summarise
 
 
 def _run(argv: list[str], log: str) -> None:
@@ -81,17 +83,23 @@ def main(argv=None) -> int:
   for seed in seeds:  # seed-major: every arm has some seeds early when the study is stopped
     for arm, flags in arms.items():
       results[arm][seed] = run_one(args.root, flags, seed, args.steps, evaluations)
+  reference = next(iter(arms))
   summary = {"steps": args.steps, "seeds": seeds, "arms": arms,
-             "results": summarise(results, arms, seeds, evaluations)}
+             "results": summarise(results, arms, seeds, evaluations),
+             "reference_arm": reference,
+             "contrasts": contrasts(results, arms, seeds, evaluations, reference),
+             "renderer_margins": renderer_margins(results, arms, seeds, evaluations)}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
-  for evaluation, table in summary["results"].items():
-    print(f"## evaluate {evaluation}")
-    for arm, models in table.items():
-      for name, rows in models.items():
-        print(f"  {arm} / {name}: " + "; ".join(f"{m} {r['mean']:.3f} ± {r['se_seeds']:.3f}"
-                                              for m, r in rows.items()))
+  for part, title in (("results", ""), ("contrasts", f" − {reference}"),
+                      ("renderer_margins", " − renderer (same map)")):
+    for evaluation, table in summary[part].items():
+      print(f"## evaluate {evaluation}: arm{title}")
+      for arm, models in table.items():
+        for name, rows in models.items():
+          print(f"  {arm} / {name}: " + "; ".join(f"{m} {r['mean']:.3f} ± {r['se_seeds']:.3f}"
+                                                for m, r in rows.items()))
   return 0
 
 
