@@ -9,7 +9,8 @@ Candidate and baseline run in the same process, so their ratio is meaningful on 
 
 Also recorded: the bytes XLA's cost analysis says each render reads and writes, the rate that
 makes at the measured time and, given ``--peak_bandwidth_gbs`` (the device's memory bandwidth), the
-share of it; and a point light at CoC radii ``--psf_radii`` (disk, gamma 1) read by
+share of it (the analysis counts every branch of the renderer's empty-layer conditionals, so the
+bytes are those of all layers up to ``max_radius`` and the rate is an upper bound); and a point light at CoC radii ``--psf_radii`` (disk, gamma 1) read by
 `optics.psf.measure`: radius at half level, 10-90 % edge width, outline roundness, negative light;
 the time of a point-light (night) scene at CoC ``--point_light_radius``; and the full-resolution
 render of one refocusing request on a ``--photo_megapixels`` photo at each of ``--photo_blurs``.

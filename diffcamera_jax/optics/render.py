@@ -1,13 +1,13 @@
 """Layered defocus renderer: scatter semantics with partial occlusion, in linear light.
 
 The signed circle of confusion ``s`` is split into depth layers (hard bins in ``s``, see
-`layers`). Each layer's premultiplied colour and coverage (alpha) are blurred by the aperture kernel
-whose radius is the layer's mean ``|s|`` (so a scene at one depth is rendered exactly), at a
-resolution reduced in proportion to that radius (so the cost does not grow with the blur). Layers
-are composited back to front (far = most negative ``s`` first) with the blurred alpha, and the
-result is divided by the accumulated alpha. Premultiplied "over" is associative, so the far layers
-and the near layers are each accumulated coarse to fine and meet at full resolution around the
-in-focus layer. See ``docs/optics.md`` for the formulation and what is approximated.
+`layers`). Each layer's premultiplied colour and coverage (alpha) are blurred at full resolution
+by the aperture kernel whose radius is the layer's mean ``|s|``, so a scene at one depth is
+rendered exactly and a bokeh disc keeps a crisp rim at any radius. Layers are composited back to
+front (far = most negative ``s`` first) with the blurred alpha, and the result is divided by the
+accumulated alpha. Premultiplied "over" is associative, so the far layers and the near layers are
+each accumulated from the largest bin down and meet around the in-focus layer. See
+``docs/optics.md`` for the formulation and what is approximated.
 """
 from __future__ import annotations
 
