@@ -33,6 +33,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "objective.blur_map_weight": 0.1,
     "train.watchdog_seconds": 0,
     "model.regression_widths": (24, 48, 96),
+    "model.restorer.refine_depth": False,
+    "objective.p_depth_corrupt": 0.0,
 }
 # Fields added with a value taken from another field of the same config.
 ADDED_FROM: dict[str, str] = {

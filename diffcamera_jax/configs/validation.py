@@ -91,6 +91,12 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
       raise ConfigError(f"config.data.{field}={data[field]} must be a probability in [0, 1]")
   if not 0.0 <= config.objective.p_depth_drop <= 1.0:
     raise ConfigError(f"config.objective.p_depth_drop={config.objective.p_depth_drop} must be in [0, 1]")
+  if not 0.0 <= config.objective.p_depth_corrupt <= 1.0:
+    raise ConfigError(f"config.objective.p_depth_corrupt={config.objective.p_depth_corrupt} "
+                      "must be in [0, 1]")
+  if config.model.restorer.refine_depth and config.objective.prior != "restore":
+    raise ConfigError("config.model.restorer.refine_depth needs objective.prior='restore' "
+                      f"(the restoration stage), got {config.objective.prior!r}")
   prior = config.objective.prior
   if prior not in ("none", "render", "restore"):
     raise ConfigError(f"config.objective.prior={prior!r}: expected 'none', 'render' or 'restore'")

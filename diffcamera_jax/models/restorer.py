@@ -120,6 +120,12 @@ class Restorer(nn.Module):
   photo plus per-pixel weighted corrections towards each deconvolution and a residual; it starts
   as the photo itself), `disparity_hat` `[B, H, W]` in [0, 1], `blur_hat` `[B, H, W]` the estimated
   CoC radius of each pixel of the photo (pixels).
+
+  `refine_depth`: the disparity U-Net also reads the given map (and its keep flag) and corrects
+  it: where depth is kept, `disparity_hat = sigmoid(logit(D) + correction)` with the correction
+  from a zero-initialised head estimated at `depth_size` and enlarged, so it starts as the given
+  map at its full resolution; without depth it is the estimate from the photo alone as before.
+  Trained with inaccurate maps (`objective.p_depth_corrupt`), the prior then renders with it.
   """
   widths: tuple[int, ...] = (16, 32, 64)
   depth_widths: tuple[int, ...] = (16, 32, 64)  # the disparity U-Net's
@@ -127,24 +133,38 @@ class Restorer(nn.Module):
   depth_size: int = 64
   gamma: float = 2.2
   regularization: float = 1e-2
+  refine_depth: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
-  def _estimate_depth(self, image: jnp.ndarray) -> jnp.ndarray:
-    """Disparity `[B, H, W]` from the photo alone (its own U-Net with global context, at
-    `depth_size`: a larger photo is estimated from a resized copy and the estimate resized back)."""
+  def _estimate_depth(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
+                      depth_keep: jnp.ndarray) -> jnp.ndarray:
+    """Disparity `[B, H, W]` from the photo (its own U-Net with global context, at `depth_size`:
+    a larger photo is estimated from a resized copy and the estimate resized back); with
+    `refine_depth`, a correction of the given map where it is kept (see the class docstring)."""
     b, height, width, _ = image.shape
     scale = min(1.0, self.depth_size / max(height, width))
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    small = image if scale == 1.0 else jax.image.resize(image, (b, h, w, 3), "linear",
-                                                       antialias=True)
+    resize = lambda x, shape: x if scale == 1.0 else jax.image.resize(x, shape, "linear",
+                                                                     antialias=True)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = jnp.concatenate([2.0 * small - 1.0, pixel_coordinates(b, h, w)], -1)
+    x = jnp.concatenate([2.0 * resize(image, (b, h, w, 3)) - 1.0, pixel_coordinates(b, h, w)], -1)
+    if self.refine_depth:
+      kept = jnp.zeros((b,)) if disparity is None else depth_keep.astype(jnp.float32)
+      keep = jnp.broadcast_to(kept[:, None, None], (b, height, width))
+      given = jnp.zeros((b, height, width)) if disparity is None else disparity * keep
+      x = jnp.concatenate([x, resize(jnp.stack([2.0 * given - 1.0, keep], -1), (b, h, w, 2))], -1)
     feats = UNet(self.depth_widths, global_context=True, name="depth_trunk", **kw)(
         pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
-    out = nn.sigmoid(_Conv(1, name="depth_head", **kw)(nn.silu(feats))[..., 0]
-                     .astype(jnp.float32))
-    return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
+    logit = _Conv(1, zero_init=self.refine_depth, name="depth_head", **kw)(
+        nn.silu(feats))[..., 0].astype(jnp.float32)
+    if not self.refine_depth:
+      out = nn.sigmoid(logit)
+      return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
+    logit = logit if scale == 1.0 else jax.image.resize(logit, (b, height, width), "linear")
+    clipped = jnp.clip(given, 1e-3, 1.0 - 1e-3)
+    given_logit = jnp.log(clipped) - jnp.log1p(-clipped)
+    return nn.sigmoid(jnp.where(keep > 0, given_logit, 0.0) + logit)
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
@@ -158,7 +178,7 @@ class Restorer(nn.Module):
     b, height, width, _ = image.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     image = jnp.clip(image.astype(jnp.float32), 0.0, 1.0)
-    disparity_hat = self._estimate_depth(image)
+    disparity_hat = self._estimate_depth(image, disparity, depth_keep)
 
     bank = wiener_bank(image, self.radii, gamma=self.gamma, regularization=self.regularization)
     candidates = jnp.concatenate([image[:, :, :, None], bank], axis=3)  # [B, H, W, R + 1, 3]

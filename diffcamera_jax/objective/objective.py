@@ -24,7 +24,7 @@ import ml_collections
 from diffcamera_jax import optics
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.models.latents import LatentCodec
-from diffcamera_jax.objective import flow, prior
+from diffcamera_jax.objective import depth_errors, flow, prior
 from diffcamera_jax.objective.example import Example
 from diffcamera_jax.objective.losses import flow_loss, log_error, stacking_loss
 
@@ -74,6 +74,8 @@ class Objective:
   prediction: str = "velocity"  # "velocity" | "x0"
   stack_weight: float = 1.0
   p_depth_drop: float = 0.0
+  p_depth_corrupt: float = 0.0
+  refine_depth: bool = False
   timestep_mean: float = 0.0
   timestep_std: float = 1.0
   shift_base: float = 0.5
@@ -95,7 +97,8 @@ class Objective:
     return cls(
         prior=o.prior, residual=bool(o.residual), prediction=o.prediction,
         stack_weight=o.stack_weight,
-        p_depth_drop=o.p_depth_drop, timestep_mean=o.timestep_mean,
+        p_depth_drop=o.p_depth_drop, p_depth_corrupt=float(o.p_depth_corrupt),
+        refine_depth=bool(config.model.restorer.refine_depth), timestep_mean=o.timestep_mean,
         timestep_std=o.timestep_std, shift_base=o.shift_base, shift_max=o.shift_max,
         flow_mse_floor=float(o.flow_mse_floor), restore_weight=float(o.restore_weight),
         restore_mse_floor=float(o.restore_mse_floor), depth_weight=float(o.depth_weight),
@@ -122,9 +125,12 @@ class Objective:
                   keep: jax.Array, disparity_hat: jax.Array | None = None) -> jax.Array:
     """The prior image towards `camera`: "render" renders the reference `image` with
     `disparity` where `keep` (the reference elsewhere); "restore" renders the restoration stage's
-    sharp estimate `image` with `disparity` where `keep`, its estimate `disparity_hat` elsewhere."""
+    sharp estimate `image` with `disparity` where `keep`, its estimate `disparity_hat` elsewhere
+    (everywhere when the stage refines the given map, `refine_depth`)."""
     radius = self.prior_max_radius(image.shape[1:3])
     if self.prior == "restore":
+      if self.refine_depth:
+        disparity = None
       return prior.restored_prior(image, disparity, disparity_hat, camera, keep,
                                   gamma=self.gamma, max_radius=radius)
     return prior.render_prior(image, disparity, camera, keep, gamma=self.gamma,
@@ -153,6 +159,10 @@ class Objective:
     `apply`; `patch_size` sets the token count for the timestep shift.
     """
     b, h_img, w_img, _ = example.reference.shape
+    given = example.disparity  # the map the model is given; the targets use the true one
+    if self.p_depth_corrupt > 0:
+      rng, rng_corrupt = jax.random.split(rng)
+      given, _ = depth_errors.corrupt(rng_corrupt, example.disparity, self.p_depth_corrupt)
     rng_t, rng_noise, rng_drop, rng_dropout = jax.random.split(rng, 4)
 
     x0 = codec.encode(pair(example.target, example.target_2))
@@ -165,14 +175,14 @@ class Objective:
         camera_features(example.target_focus_2, example.target_blur, (h_img, w_img), blades,
                         rotation))
     keep = jax.random.uniform(rng_drop, (b,)) >= self.p_depth_drop
-    reference2, disparity2, keep2 = (pair(reference, reference),
-                                     pair(example.disparity, example.disparity), pair(keep, keep))
+    reference2, disparity2, keep2 = (pair(reference, reference), pair(given, given),
+                                     pair(keep, keep))
 
     extra, restore_terms = {}, {}
     anchor = jnp.zeros_like(x0)
     if self.prior == "restore":  # the restoration stage, once per reference, supervised directly
-      sharp, disparity_hat, blur_hat = apply_fn({"params": params}, example.reference,
-                                                example.disparity, keep, method="restore")
+      sharp, disparity_hat, blur_hat = apply_fn({"params": params}, example.reference, given,
+                                                keep, method="restore")
       source_coc = jnp.abs(optics.signed_coc(
           example.disparity, optics.focus_disparity(example.disparity, example.source_focus),
           example.source_blur))

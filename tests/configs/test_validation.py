@@ -12,6 +12,7 @@ def test_default_configs_are_valid():
   validate_config(default.get_config(), num_devices=1)
   validate_config(default.get_config("tiny"), num_devices=1)
   validate_config(default.get_config("paper"), num_devices=1)
+  validate_config(default.get_config("refine_depth"), num_devices=1)
   validate_config(gpu.get_config(), num_devices=1)
   validate_config(gpu.get_config("paper"), num_devices=1)
   validate_config(tpu_v4.get_config("procedural"), num_devices=16)
@@ -33,6 +34,7 @@ def test_unknown_field_is_named():
     ("data.blur_range", (5.0, 1.0), r"config\.data\.blur_range"),
     ("data.aperture_blades", (0, 2), r"config\.data\.aperture_blades"),
     ("objective.p_depth_drop", 1.5, r"config\.objective\.p_depth_drop"),
+    ("objective.p_depth_corrupt", -0.1, r"config\.objective\.p_depth_corrupt"),
     ("model.latent_mode", "latent", r"config\.model\.latent_mode"),
     ("data.source", "web", r"config\.data\.source"),
     ("train.num_steps", 0, r"config\.train\.num_steps"),
@@ -94,6 +96,13 @@ def test_flux_weights_must_exist(tmp_path: pathlib.Path):
   config.flux.vae_weights = ""
   with pytest.raises(ConfigError, match=r"config\.flux\.vae_weights must name"):
     validate_config(config)
+
+
+def test_refining_depth_needs_the_restoration_stage():
+  config = default.get_config("paper")
+  config.model.restorer.refine_depth = True
+  with pytest.raises(ConfigError, match=r"refine_depth needs objective\.prior='restore'"):
+    validate_config(config, num_devices=1)
 
 
 def test_unknown_variant_is_an_error():

@@ -61,3 +61,19 @@ def test_dit_creates_and_runs_the_stage_from_a_plain_init():
   config.objective.prior = "none"
   plain, _ = build_model(config)
   assert "restorer" not in plain.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
+
+
+def test_refining_stage_starts_as_the_given_map_at_full_resolution():
+  net = Restorer(widths=(4, 8, 8), depth_size=16, refine_depth=True)
+  image, disparity, keep = _inputs(b=2, h=40, w=64)  # estimated at 10 x 16, map kept at 40 x 64
+  disparity = jnp.clip(disparity, 0.01, 0.99)
+  params = net.init(jax.random.key(0), image, disparity, keep)
+  _, disparity_hat, _ = net.apply(params, image, disparity, keep)
+  np.testing.assert_allclose(disparity_hat[0], disparity[0], atol=1e-5)  # kept: the map itself
+  np.testing.assert_allclose(disparity_hat[1], 0.5, atol=1e-6)  # dropped: the untrained estimate
+  _, without, _ = net.apply(params, image, None, keep)
+  np.testing.assert_allclose(without, 0.5, atol=1e-6)
+  # The correction is learned: the head's gradient is not zero.
+  grads = jax.grad(lambda p: jnp.sum(net.apply(p, image, disparity, keep)[1] ** 2))(params)
+  head = jax.tree.leaves(grads["params"]["depth_head"])
+  assert max(float(jnp.abs(g).max()) for g in head) > 0

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcamera_jax import optics
-from diffcamera_jax.objective import prior
+from diffcamera_jax.objective import depth_errors, prior
 from diffcamera_jax.models import build_model, example_inputs
 from diffcamera_jax.models.camera import camera_features
 from diffcamera_jax.inference.sampler import make_sampler
@@ -116,3 +116,20 @@ def test_log_error_weighs_each_example_by_its_own_scale():
   ratio = lambda floor: ((term(sharp, floor) - term(sharp.at[1].multiply(0.0), floor))
                          / (term(sharp, floor) - term(sharp.at[0].multiply(0.5), floor)))
   assert ratio(1e-5) > 100 * ratio(0.0)
+
+
+def test_training_with_inaccurate_maps_gives_the_stage_the_wrong_map_and_scores_the_true_one():
+  config = tiny_config()
+  config.model.restorer.refine_depth, config.objective.p_depth_corrupt = True, 1.0
+  config.objective.p_depth_drop = 0.0
+  model, codec = build_model(config)
+  params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
+  batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
+  loss, metrics = refocus_losses(model.apply, params, codec, batch, jax.random.key(1), config, 4)
+  # The untrained refining stage returns the map it is given: its depth error is that map's
+  # error against the true disparity, which every corruption makes non-zero.
+  wrong, _ = depth_errors.corrupt(jax.random.split(jax.random.key(1))[1], batch["disparity"], 1.0)
+  np.testing.assert_allclose(float(metrics["depth_loss"]),
+                             float(jnp.mean(jnp.abs(jnp.clip(wrong, 1e-3, 1 - 1e-3)
+                                                    - batch["disparity"]))), rtol=1e-4, atol=1e-6)
+  assert float(metrics["depth_loss"]) > 1e-3 and np.isfinite(float(loss))
