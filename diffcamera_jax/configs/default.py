@@ -127,6 +127,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # floor on each example's MSE; 0: plain squared error (objective.restoration_losses).
   config.objective.restore_mse_floor = 1e-5
   config.objective.depth_weight = 1.0
+  config.objective.depth_error = "abs"  # "abs" | "squared" (objective.restoration_losses)
   config.objective.blur_map_weight = 0.1
   # > 0 (prediction "x0" only): the flow term is the per-example log error of the clean latent
   # with this floor on each example's MSE ([0, 1] image scale); 0: plain squared error.
@@ -238,6 +239,11 @@ def apply_refine_depth(config: ml_collections.ConfigDict) -> ml_collections.Conf
   corrects the given map, which the prior then renders with (README, Results)."""
   config.model.restorer.refine_depth = True
   config.objective.p_depth_corrupt = 0.5
+  # Squared disparity error: its optimum is the mean correction, where the absolute error's median
+  # is no correction at all; weighted so that its gradient at a typical error (0.05) is the
+  # absolute error's.
+  config.objective.depth_error = "squared"
+  config.objective.depth_weight = 10.0
   return config
 
 

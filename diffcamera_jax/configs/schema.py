@@ -35,6 +35,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.regression_widths": (24, 48, 96),
     "model.restorer.refine_depth": False,
     "objective.p_depth_corrupt": 0.0,
+    "objective.depth_error": "abs",
 }
 # Fields added with a value taken from another field of the same config.
 ADDED_FROM: dict[str, str] = {

@@ -94,6 +94,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if not 0.0 <= config.objective.p_depth_corrupt <= 1.0:
     raise ConfigError(f"config.objective.p_depth_corrupt={config.objective.p_depth_corrupt} "
                       "must be in [0, 1]")
+  if config.objective.depth_error not in ("abs", "squared"):
+    raise ConfigError(f"config.objective.depth_error={config.objective.depth_error!r}: expected "
+                      "'abs' or 'squared'")
   if config.model.restorer.refine_depth and config.objective.prior != "restore":
     raise ConfigError("config.model.restorer.refine_depth needs objective.prior='restore' "
                       f"(the restoration stage), got {config.objective.prior!r}")

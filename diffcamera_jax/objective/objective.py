@@ -44,10 +44,14 @@ def unpair(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat: jnp.ndarray,
                        image: jnp.ndarray, disparity: jnp.ndarray, source_coc: jnp.ndarray,
-                       mse_floor: float = 0.0) -> dict[str, jnp.ndarray]:
+                       mse_floor: float = 0.0, depth_error: str = "abs") -> dict[str, jnp.ndarray]:
   """The restoration stage's terms: the error of the sharp estimate to the all-in-focus image,
-  mean absolute errors of the disparity estimate and of the blur map (CoC radius, pixels) of the
-  reference.
+  the mean error of the disparity estimate (absolute, or squared with `depth_error="squared"`)
+  and the mean absolute error of the blur map (CoC radius, pixels) of the reference.
+
+  A stage that corrects given maps (`refine_depth`) is trained on a mix of exact and wrong maps:
+  the absolute error's optimum is the median correction, which is 0 wherever most maps are
+  right, so it learns no correction; the squared error's is the mean.
 
   The image term is `4 · MSE` on the [-1, 1] scale of the pixel latents (so it weighs like the
   flow term) when `mse_floor` is 0. With `mse_floor` > 0 it is the per-example log error
@@ -62,7 +66,8 @@ def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat:
   else:
     image_term = 4.0 * jnp.mean(per_example)
   return {"restore_loss": image_term,
-          "depth_loss": jnp.mean(jnp.abs(disparity_hat - disparity)),
+          "depth_loss": jnp.mean((jnp.square if depth_error == "squared" else jnp.abs)(
+              disparity_hat - disparity)),
           "blur_map_loss": jnp.mean(jnp.abs(blur_hat - source_coc))}
 
 
@@ -84,6 +89,7 @@ class Objective:
   restore_weight: float = 1.0
   restore_mse_floor: float = 0.0
   depth_weight: float = 1.0
+  depth_error: str = "abs"
   blur_map_weight: float = 0.1
   sample_steps: int = 1
   gamma: float = 2.2
@@ -102,6 +108,7 @@ class Objective:
         timestep_std=o.timestep_std, shift_base=o.shift_base, shift_max=o.shift_max,
         flow_mse_floor=float(o.flow_mse_floor), restore_weight=float(o.restore_weight),
         restore_mse_floor=float(o.restore_mse_floor), depth_weight=float(o.depth_weight),
+        depth_error=str(o.depth_error),
         blur_map_weight=float(o.blur_map_weight),
         sample_steps=int(o.sample_steps), gamma=float(d.gamma),
         blur_range_high=float(d.blur_range[1]), blur_reference_size=int(d.blur_reference_size))
@@ -188,7 +195,8 @@ class Objective:
           example.source_blur))
       restore_terms = restoration_losses(sharp, disparity_hat, blur_hat, example.image,
                                          example.disparity, source_coc,
-                                         mse_floor=self.restore_mse_floor)
+                                         mse_floor=self.restore_mse_floor,
+                                         depth_error=self.depth_error)
       sg = jax.lax.stop_gradient
       prior_image = self.prior_image(pair(sg(sharp), sg(sharp)), disparity2, camera, keep2,
                                      pair(sg(disparity_hat), sg(disparity_hat)))

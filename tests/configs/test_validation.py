@@ -35,6 +35,7 @@ def test_unknown_field_is_named():
     ("data.aperture_blades", (0, 2), r"config\.data\.aperture_blades"),
     ("objective.p_depth_drop", 1.5, r"config\.objective\.p_depth_drop"),
     ("objective.p_depth_corrupt", -0.1, r"config\.objective\.p_depth_corrupt"),
+    ("objective.depth_error", "huber", r"config\.objective\.depth_error"),
     ("model.latent_mode", "latent", r"config\.model\.latent_mode"),
     ("data.source", "web", r"config\.data\.source"),
     ("train.num_steps", 0, r"config\.train\.num_steps"),

@@ -133,3 +133,13 @@ def test_training_with_inaccurate_maps_gives_the_stage_the_wrong_map_and_scores_
                              float(jnp.mean(jnp.abs(jnp.clip(wrong, 1e-3, 1 - 1e-3)
                                                     - batch["disparity"]))), rtol=1e-4, atol=1e-6)
   assert float(metrics["depth_loss"]) > 1e-3 and np.isfinite(float(loss))
+
+
+def test_depth_term_is_absolute_or_squared():
+  from diffcamera_jax.objective.objective import restoration_losses
+  image = jnp.zeros((2, 4, 4, 3))
+  hat, true = jnp.full((2, 4, 4), 0.5), jnp.full((2, 4, 4), 0.2)
+  term = lambda kind: float(restoration_losses(image, hat, true, image, true, true,
+                                               depth_error=kind)["depth_loss"])
+  np.testing.assert_allclose(term("abs"), 0.3, rtol=1e-6)
+  np.testing.assert_allclose(term("squared"), 0.09, rtol=1e-5)
