@@ -122,9 +122,9 @@ class Restorer(nn.Module):
   CoC radius of each pixel of the photo (pixels).
 
   `refine_depth`: the disparity U-Net also reads the given map (and its keep flag) and corrects
-  it: where depth is kept, `disparity_hat = sigmoid(logit(D) + correction)` with the correction
-  from a zero-initialised head estimated at `depth_size` and enlarged, so it starts as the given
-  map at its full resolution; without depth it is the estimate from the photo alone as before.
+  it: where depth is kept, `disparity_hat = clip(D + correction, 0, 1)` with the correction from
+  a zero-initialised head estimated at `depth_size` and enlarged, so it starts as the given map
+  at its full resolution; without depth it is the estimate from the photo alone as before.
   Trained with inaccurate maps (`objective.p_depth_corrupt`), the prior then renders with it.
   """
   widths: tuple[int, ...] = (16, 32, 64)
@@ -162,9 +162,12 @@ class Restorer(nn.Module):
       out = nn.sigmoid(logit)
       return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
     logit = logit if scale == 1.0 else jax.image.resize(logit, (b, height, width), "linear")
-    clipped = jnp.clip(given, 1e-3, 1.0 - 1e-3)
-    given_logit = jnp.log(clipped) - jnp.log1p(-clipped)
-    return nn.sigmoid(jnp.where(keep > 0, given_logit, 0.0) + logit)
+    # Where the map is kept, the head's output is an additive correction of it, clipped to
+    # [0, 1] with the gradient passed straight through (a correction through a sigmoid would
+    # vanish where the map reads 0 or 1, e.g. in a hole).
+    refined = given + logit
+    refined = refined + jax.lax.stop_gradient(jnp.clip(refined, 0.0, 1.0) - refined)
+    return jnp.where(keep > 0, refined, nn.sigmoid(logit))
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
