@@ -21,7 +21,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-KINDS = ("blur", "warp", "noise", "coarse", "holes")
 BLUR_SIGMA = (0.01, 0.06)  # of the longer side
 WARP_GAMMA = 2.5  # exponent log-uniform in [1 / WARP_GAMMA, WARP_GAMMA]
 NOISE_SIGMA = (0.01, 0.08)
@@ -97,24 +96,24 @@ def _holes(key: jax.Array, d: jax.Array) -> jax.Array:
   return jnp.where(hole, 0.0, d)
 
 
-_CORRUPTIONS = (_blur, _warp, _noise, _coarse, _holes)
+CORRUPTIONS = {"blur": _blur, "warp": _warp, "noise": _noise, "coarse": _coarse, "holes": _holes}
 
 
 def corrupt(key: jax.Array, disparity: jax.Array, probability: float) -> tuple[jax.Array, jax.Array]:
   """`(maps, corrupted)`: each map of `disparity` `[B, H, W]` replaced, with `probability`, by
-  one of the `KINDS` (chosen uniformly) with randomly drawn sizes; `corrupted` `[B]` says which."""
+  one of the `CORRUPTIONS` (kind chosen uniformly) with randomly drawn sizes; `corrupted` `[B]` says which."""
   if disparity.ndim != 3:
     raise ValueError(f"corrupt: disparity must be [B, H, W], got {disparity.shape}")
-  k_apply, k_kind, *k_each = jax.random.split(key, 2 + len(_CORRUPTIONS))
+  k_apply, k_kind, *k_each = jax.random.split(key, 2 + len(CORRUPTIONS))
   b = disparity.shape[0]
   d = disparity.astype(jnp.float32)
-  kind = jax.random.randint(k_kind, (b,), 0, len(_CORRUPTIONS))[:, None, None]
+  kind = jax.random.randint(k_kind, (b,), 0, len(CORRUPTIONS))[:, None, None]
   out = d
-  for i, (fn, k) in enumerate(zip(_CORRUPTIONS, k_each)):
+  for i, (fn, k) in enumerate(zip(CORRUPTIONS.values(), k_each)):
     out = jnp.where(kind == i, fn(k, d), out)
   corrupted = jax.random.uniform(k_apply, (b,)) < probability
   out = jnp.where(corrupted[:, None, None], jnp.clip(out, 0.0, 1.0), d)
   return out.astype(disparity.dtype), corrupted
 
 
-__all__ = ["KINDS", "corrupt"]
+__all__ = ["CORRUPTIONS", "corrupt"]
