@@ -72,9 +72,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model.restorer.depth_widths = (8, 16, 32)  # the disparity U-Net's
   config.model.restorer.radii = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
   config.model.restorer.regularization = 1e-2  # Wiener noise-to-signal ratio
-  # The disparity U-Net also corrects a given map (models/restorer.py); train it with
+  # A second U-Net corrects a given map (models/restorer.py); train it with
   # objective.p_depth_corrupt > 0. The variant "refine_depth" does both.
   config.model.restorer.refine_depth = False
+  config.model.restorer.refine_widths = (16, 32, 64)  # the map-correcting U-Net's
   # AutoencoderKL-style VAE for latent_mode="vae" (random init unless vae_params is set).
   config.model.vae = ml_collections.ConfigDict()
   config.model.vae.channels = 32
@@ -128,6 +129,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.objective.restore_mse_floor = 1e-5
   config.objective.depth_weight = 1.0
   config.objective.depth_error = "abs"  # "abs" | "squared" (objective.restoration_losses)
+  # With model.restorer.refine_depth: the weight of the corrected maps' squared error.
+  config.objective.refine_weight = 10.0
   config.objective.blur_map_weight = 0.1
   # > 0 (prediction "x0" only): the flow term is the per-example log error of the clean latent
   # with this floor on each example's MSE ([0, 1] image scale); 0: plain squared error.
@@ -239,11 +242,9 @@ def apply_refine_depth(config: ml_collections.ConfigDict) -> ml_collections.Conf
   corrects the given map, which the prior then renders with (README, Results)."""
   config.model.restorer.refine_depth = True
   config.objective.p_depth_corrupt = 0.5
-  # Squared disparity error: its optimum is the mean correction, where the absolute error's median
-  # is no correction at all; weighted so that its gradient at a typical error (0.05) is the
-  # absolute error's.
-  config.objective.depth_error = "squared"
-  config.objective.depth_weight = 10.0
+  # Twice the default's steps: on its own, the correcting U-Net needed ~3000 steps of 16 maps to
+  # correct them (tools/refine_depth_study.py, docs/results/refine_depth).
+  config.train.num_steps = 2300
   return config
 
 

@@ -36,6 +36,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.restorer.refine_depth": False,
     "objective.p_depth_corrupt": 0.0,
     "objective.depth_error": "abs",
+    "model.restorer.refine_widths": (16, 32, 64),
+    "objective.refine_weight": 10.0,
 }
 # Fields added with a value taken from another field of the same config.
 ADDED_FROM: dict[str, str] = {

@@ -111,7 +111,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                       "(the flow generates the change from the prior)")
   if prior == "restore":
     restorer = model.restorer
-    for name in ("widths", "depth_widths"):
+    for name in ("widths", "depth_widths", "refine_widths"):
       widths = tuple(restorer[name])
       if len(widths) != 3 or min(widths) <= 0:
         raise ConfigError(f"config.model.restorer.{name}={widths}: expected three positive "
@@ -121,7 +121,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     if restorer.regularization <= 0:
       raise ConfigError(f"config.model.restorer.regularization={restorer.regularization} must "
                         "be > 0")
-    for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor"):
+    for field in ("restore_weight", "depth_weight", "blur_map_weight", "restore_mse_floor",
+                  "refine_weight"):
       if config.objective[field] < 0:
         raise ConfigError(f"config.objective.{field}={config.objective[field]} must be >= 0")
   if config.objective.stack_weight < 0:

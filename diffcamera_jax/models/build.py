@@ -56,6 +56,6 @@ def build_restorer(config: ml_collections.ConfigDict) -> Restorer | None:
                   radii=tuple(r.radii),
                   depth_size=int(max(config.data.image_size)),
                   gamma=float(config.data.gamma), regularization=float(r.regularization),
-                  refine_depth=bool(r.refine_depth),
+                  refine_depth=bool(r.refine_depth), refine_widths=tuple(r.refine_widths),
                   dtype=config_dtype(config.model.dtype, "dtype"),
                   param_dtype=config_dtype(config.model.param_dtype, "param_dtype"))

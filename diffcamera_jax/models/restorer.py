@@ -121,14 +121,17 @@ class Restorer(nn.Module):
   as the photo itself), `disparity_hat` `[B, H, W]` in [0, 1], `blur_hat` `[B, H, W]` the estimated
   CoC radius of each pixel of the photo (pixels).
 
-  `refine_depth`: the disparity U-Net also reads the given map (and its keep flag) and corrects
-  it: where depth is kept, `disparity_hat = clip(D + correction, 0, 1)` with the correction from
-  a zero-initialised head estimated at `depth_size` and enlarged, so it starts as the given map
-  at its full resolution; without depth it is the estimate from the photo alone as before.
-  Trained with inaccurate maps (`objective.p_depth_corrupt`), the prior then renders with it.
+  `refine_depth`: a second U-Net (`refine_widths`) corrects a given map: it reads the photo, the
+  map and the photo-only estimate, and where depth is kept `disparity_hat = clip(D + correction,
+  0, 1)`, the correction from a zero-initialised head estimated at `depth_size` and enlarged, so
+  it starts as the given map at its full resolution; without depth it is the photo-only estimate.
+  Trained with inaccurate maps (`objective.p_depth_corrupt`), the prior then renders with it. The
+  photo-only estimate is also sown as `("intermediates", "monocular_disparity")`, so training
+  supervises it on every example, not only those whose map was dropped.
   """
   widths: tuple[int, ...] = (16, 32, 64)
   depth_widths: tuple[int, ...] = (16, 32, 64)  # the disparity U-Net's
+  refine_widths: tuple[int, ...] = (16, 32, 64)  # the map-correcting U-Net's (`refine_depth`)
   radii: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
   depth_size: int = 64
   gamma: float = 2.2
@@ -149,32 +152,37 @@ class Restorer(nn.Module):
                                                                      antialias=True)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = jnp.concatenate([2.0 * resize(image, (b, h, w, 3)) - 1.0, pixel_coordinates(b, h, w)], -1)
-    if self.refine_depth:
-      kept = jnp.zeros((b,)) if disparity is None else depth_keep.astype(jnp.float32)
-      keep = jnp.broadcast_to(kept[:, None, None], (b, height, width))
-      given = jnp.zeros((b, height, width)) if disparity is None else disparity * keep
-      x = jnp.concatenate([x, resize(jnp.stack([2.0 * given - 1.0, keep], -1), (b, h, w, 2))], -1)
     feats = UNet(self.depth_widths, global_context=True, name="depth_trunk", **kw)(
         pad_to_multiple(x, 2 ** _LEVELS))[:, :h, :w]
-    logit = _Conv(1, zero_init=self.refine_depth, name="depth_head", **kw)(
-        nn.silu(feats))[..., 0].astype(jnp.float32)
+    small = nn.sigmoid(_Conv(1, name="depth_head", **kw)(nn.silu(feats))[..., 0]
+                       .astype(jnp.float32))
+    alone = small if scale == 1.0 else jax.image.resize(small, (b, height, width), "linear")
     if not self.refine_depth:
-      out = nn.sigmoid(logit)
-      return out if scale == 1.0 else jax.image.resize(out, (b, height, width), "linear")
-    logit = logit if scale == 1.0 else jax.image.resize(logit, (b, height, width), "linear")
-    # Where the map is kept, the head's output is an additive correction of it, clipped to
-    # [0, 1] with the gradient passed straight through (a correction through a sigmoid would
-    # vanish where the map reads 0 or 1, e.g. in a hole).
-    refined = given + logit
+      return alone
+    self.sow("intermediates", "monocular_disparity", alone)
+    kept = jnp.zeros((b,)) if disparity is None else depth_keep.astype(jnp.float32)
+    keep = jnp.broadcast_to(kept[:, None, None], (b, height, width))
+    given = jnp.zeros((b, height, width)) if disparity is None else disparity * keep
+    maps = jnp.stack([2.0 * resize(given, (b, h, w)) - 1.0,
+                      2.0 * jax.lax.stop_gradient(small) - 1.0], -1)
+    feats = UNet(self.refine_widths, global_context=True, name="refine_trunk", **kw)(
+        pad_to_multiple(jnp.concatenate([x, maps], -1), 2 ** _LEVELS))[:, :h, :w]
+    correction = _Conv(1, zero_init=True, name="refine_head", **kw)(
+        nn.silu(feats))[..., 0].astype(jnp.float32)
+    if scale != 1.0:
+      correction = jax.image.resize(correction, (b, height, width), "linear")
+    # An additive correction, clipped to [0, 1] with the gradient passed straight through (a
+    # correction through a sigmoid would vanish where the map reads 0 or 1, e.g. in a hole).
+    refined = given + correction
     refined = refined + jax.lax.stop_gradient(jnp.clip(refined, 0.0, 1.0) - refined)
-    return jnp.where(keep > 0, refined, nn.sigmoid(logit))
+    return jnp.where(keep > 0, refined, alone)
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
                depth_keep: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     if image.ndim != 4 or image.shape[-1] != 3:
       raise ValueError(f"Restorer: image must be [B, H, W, 3], got {image.shape}")
-    for name in ("widths", "depth_widths"):
+    for name in ("widths", "depth_widths", "refine_widths"):
       if len(getattr(self, name)) != _LEVELS + 1:
         raise ValueError(f"Restorer: {name} must have {_LEVELS + 1} entries, "
                          f"got {getattr(self, name)}")

@@ -49,9 +49,9 @@ def restoration_losses(sharp: jnp.ndarray, disparity_hat: jnp.ndarray, blur_hat:
   the mean error of the disparity estimate (absolute, or squared with `depth_error="squared"`)
   and the mean absolute error of the blur map (CoC radius, pixels) of the reference.
 
-  A stage that corrects given maps (`refine_depth`) is trained on a mix of exact and wrong maps:
-  the absolute error's optimum is the median correction, which is 0 wherever most maps are
-  right, so it learns no correction; the squared error's is the mean.
+  A stage that corrects given maps (`refine_depth`) is scored by `refine_loss`, the squared
+  error of its corrected maps: trained on a mix of exact and wrong maps, an absolute error's
+  optimum is the median correction, which is 0 wherever most maps are right.
 
   The image term is `4 · MSE` on the [-1, 1] scale of the pixel latents (so it weighs like the
   flow term) when `mse_floor` is 0. With `mse_floor` > 0 it is the per-example log error
@@ -90,6 +90,7 @@ class Objective:
   restore_mse_floor: float = 0.0
   depth_weight: float = 1.0
   depth_error: str = "abs"
+  refine_weight: float = 10.0
   blur_map_weight: float = 0.1
   sample_steps: int = 1
   gamma: float = 2.2
@@ -108,7 +109,7 @@ class Objective:
         timestep_std=o.timestep_std, shift_base=o.shift_base, shift_max=o.shift_max,
         flow_mse_floor=float(o.flow_mse_floor), restore_weight=float(o.restore_weight),
         restore_mse_floor=float(o.restore_mse_floor), depth_weight=float(o.depth_weight),
-        depth_error=str(o.depth_error),
+        depth_error=str(o.depth_error), refine_weight=float(o.refine_weight),
         blur_map_weight=float(o.blur_map_weight),
         sample_steps=int(o.sample_steps), gamma=float(d.gamma),
         blur_range_high=float(d.blur_range[1]), blur_reference_size=int(d.blur_reference_size))
@@ -188,15 +189,27 @@ class Objective:
     extra, restore_terms = {}, {}
     anchor = jnp.zeros_like(x0)
     if self.prior == "restore":  # the restoration stage, once per reference, supervised directly
-      sharp, disparity_hat, blur_hat = apply_fn({"params": params}, example.reference, given,
-                                                keep, method="restore")
+      if self.refine_depth:
+        (sharp, disparity_hat, blur_hat), sown = apply_fn(
+            {"params": params}, example.reference, given, keep, method="restore",
+            mutable=["intermediates"])
+        monocular = sown["intermediates"]["restorer"]["monocular_disparity"][0]
+      else:
+        sharp, disparity_hat, blur_hat = apply_fn({"params": params}, example.reference, given,
+                                                  keep, method="restore")
+        monocular = disparity_hat
       source_coc = jnp.abs(optics.signed_coc(
           example.disparity, optics.focus_disparity(example.disparity, example.source_focus),
           example.source_blur))
-      restore_terms = restoration_losses(sharp, disparity_hat, blur_hat, example.image,
+      restore_terms = restoration_losses(sharp, monocular, blur_hat, example.image,
                                          example.disparity, source_coc,
                                          mse_floor=self.restore_mse_floor,
                                          depth_error=self.depth_error)
+      if self.refine_depth:  # the corrected maps, where a map was given
+        kept = keep.astype(jnp.float32)[:, None, None]
+        restore_terms["refine_loss"] = (
+            jnp.sum(kept * jnp.square(disparity_hat - example.disparity))
+            / jnp.maximum(jnp.sum(kept) * disparity_hat.shape[1] * disparity_hat.shape[2], 1.0))
       sg = jax.lax.stop_gradient
       prior_image = self.prior_image(pair(sg(sharp), sg(sharp)), disparity2, camera, keep2,
                                      pair(sg(disparity_hat), sg(disparity_hat)))
@@ -235,6 +248,7 @@ class Objective:
     if restore_terms:
       loss = loss + self.restore_weight * (
           restore_terms["restore_loss"] + self.depth_weight * restore_terms["depth_loss"]
-          + self.blur_map_weight * restore_terms["blur_map_loss"])
+          + self.blur_map_weight * restore_terms["blur_map_loss"]
+          + self.refine_weight * restore_terms.get("refine_loss", 0.0))
     return loss, {"loss": loss, "flow_loss": l_flow, "stack_loss": l_stack, **restore_terms,
                   "t_mean": jnp.mean(t), "depth_keep_rate": jnp.mean(keep.astype(jnp.float32))}

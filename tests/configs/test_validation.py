@@ -41,6 +41,8 @@ def test_unknown_field_is_named():
     ("train.num_steps", 0, r"config\.train\.num_steps"),
     ("model.restorer.widths", (16, 32), r"config\.model\.restorer\.widths"),
     ("model.restorer.depth_widths", (8, 0, 32), r"config\.model\.restorer\.depth_widths"),
+    ("model.restorer.refine_widths", (16, 32), r"config\.model\.restorer\.refine_widths"),
+    ("objective.refine_weight", -1.0, r"config\.objective\.refine_weight"),
     ("objective.uniform_search_min_gain", 0.0, r"config\.objective\.uniform_search_min_gain"),
     ("model.pixel_widths", (16, 32), r"config\.model\.pixel_widths.*expected 3"),
 ])

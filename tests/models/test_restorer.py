@@ -64,16 +64,24 @@ def test_dit_creates_and_runs_the_stage_from_a_plain_init():
 
 
 def test_refining_stage_starts_as_the_given_map_at_full_resolution():
-  net = Restorer(widths=(4, 8, 8), depth_size=16, refine_depth=True)
+  net = Restorer(widths=(4, 8, 8), depth_widths=(4, 8, 8), refine_widths=(4, 8, 8),
+                 depth_size=16, refine_depth=True)
   image, disparity, keep = _inputs(b=2, h=40, w=64)  # estimated at 10 x 16, map kept at 40 x 64
   disparity = jnp.clip(disparity, 0.01, 0.99)
   params = net.init(jax.random.key(0), image, disparity, keep)
-  _, disparity_hat, _ = net.apply(params, image, disparity, keep)
+  (_, disparity_hat, _), sown = net.apply(params, image, disparity, keep,
+                                          mutable=["intermediates"])
+  alone = sown["intermediates"]["monocular_disparity"][0]
   np.testing.assert_allclose(disparity_hat[0], disparity[0], atol=1e-5)  # kept: the map itself
-  np.testing.assert_allclose(disparity_hat[1], 0.5, atol=1e-6)  # dropped: the untrained estimate
+  np.testing.assert_allclose(disparity_hat[1], alone[1], atol=1e-6)  # dropped: the photo's estimate
+  assert float(jnp.std(alone)) > 0  # the photo-only estimate is a trained head's, not a constant
   _, without, _ = net.apply(params, image, None, keep)
-  np.testing.assert_allclose(without, 0.5, atol=1e-6)
-  # The correction is learned: the head's gradient is not zero.
+  np.testing.assert_allclose(without, alone, atol=1e-6)
+  # Same photo-only estimate (and parameter names) as a stage that does not refine.
+  plain = Restorer(widths=(4, 8, 8), depth_widths=(4, 8, 8), depth_size=16)
+  shared = {"params": {k: v for k, v in params["params"].items() if not k.startswith("refine")}}
+  np.testing.assert_allclose(plain.apply(shared, image, None, keep)[1], alone, atol=1e-6)
+  # The correction is learned: the correcting head's gradient is not zero.
   grads = jax.grad(lambda p: jnp.sum(net.apply(p, image, disparity, keep)[1] ** 2))(params)
-  head = jax.tree.leaves(grads["params"]["depth_head"])
+  head = jax.tree.leaves(grads["params"]["refine_head"])
   assert max(float(jnp.abs(g).max()) for g in head) > 0

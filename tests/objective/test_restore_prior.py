@@ -126,13 +126,19 @@ def test_training_with_inaccurate_maps_gives_the_stage_the_wrong_map_and_scores_
   params = model.init(jax.random.key(0), *example_inputs(codec, (16, 16)))["params"]
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, (16, 16)))
   loss, metrics = refocus_losses(model.apply, params, codec, batch, jax.random.key(1), config, 4)
-  # The untrained refining stage returns the map it is given: its depth error is that map's
+  # The untrained refining stage returns the map it is given: its error is that map's squared
   # error against the true disparity, which every corruption makes non-zero.
   wrong, _ = depth_errors.corrupt(jax.random.split(jax.random.key(1))[1], batch["disparity"], 1.0)
+  np.testing.assert_allclose(float(metrics["refine_loss"]),
+                             float(jnp.mean(jnp.square(wrong - batch["disparity"]))),
+                             rtol=1e-4, atol=1e-7)
+  assert float(metrics["refine_loss"]) > 1e-4 and np.isfinite(float(loss))
+  # The photo-only estimate is scored on every example, as without refining.
+  alone = model.apply({"params": params}, batch["reference"], None, jnp.zeros((4,), bool),
+                      method="restore")[1]
   np.testing.assert_allclose(float(metrics["depth_loss"]),
-                             float(jnp.mean(jnp.abs(wrong - batch["disparity"]))),
+                             float(jnp.mean(jnp.abs(alone - batch["disparity"]))),
                              rtol=1e-4, atol=1e-6)
-  assert float(metrics["depth_loss"]) > 1e-3 and np.isfinite(float(loss))
 
 
 def test_depth_term_is_absolute_or_squared():
