@@ -29,7 +29,8 @@ import optax
 from data_pipeline import procedural
 from diffcamera_jax import optics
 from diffcamera_jax.evaluation import benchmark, depth_corruption
-from diffcamera_jax.models.restorer import UNet, _Conv, pad_to_multiple, pixel_coordinates
+from diffcamera_jax.models.layers import Conv
+from diffcamera_jax.models.restorer import UNet, corrected_map, pad_to_multiple, pixel_coordinates
 from diffcamera_jax.objective import depth_errors
 
 NUM_TRAIN, NUM_VAL, SIZE, VALIDATION_SEED = 2048, 96, 64, 20_000
@@ -44,8 +45,7 @@ class Corrector(nn.Module):
     b, h, w, _ = image.shape
     x = jnp.concatenate([2 * image - 1, pixel_coordinates(b, h, w), (2 * given - 1)[..., None]], -1)
     feats = UNet(self.widths, global_context=True)(pad_to_multiple(x, 4))[:, :h, :w]
-    refined = given + _Conv(1, zero_init=True)(nn.silu(feats))[..., 0]
-    return refined + jax.lax.stop_gradient(jnp.clip(refined, 0, 1) - refined)
+    return corrected_map(given, Conv(1, zero_init=True)(nn.silu(feats))[..., 0])
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -74,6 +74,13 @@ def pixel_coordinates(batch: int, height: int, width: int) -> jnp.ndarray:
   return jnp.broadcast_to(jnp.stack([rows, cols], -1), (batch, height, width, 2))
 
 
+def corrected_map(given: jnp.ndarray, correction: jnp.ndarray) -> jnp.ndarray:
+  """`clip(given + correction, 0, 1)` with the gradient passed straight through the clip (a
+  correction through a sigmoid would vanish where the map reads 0 or 1, e.g. in a hole)."""
+  refined = given + correction
+  return refined + jax.lax.stop_gradient(jnp.clip(refined, 0.0, 1.0) - refined)
+
+
 def pad_to_multiple(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
   h, w = x.shape[1:3]
   pad = ((0, 0), (0, -h % multiple), (0, -w % multiple)) + ((0, 0),) * (x.ndim - 3)
@@ -171,11 +178,7 @@ class Restorer(nn.Module):
         nn.silu(feats))[..., 0].astype(jnp.float32)
     if scale != 1.0:
       correction = jax.image.resize(correction, (b, height, width), "linear")
-    # An additive correction, clipped to [0, 1] with the gradient passed straight through (a
-    # correction through a sigmoid would vanish where the map reads 0 or 1, e.g. in a hole).
-    refined = given + correction
-    refined = refined + jax.lax.stop_gradient(jnp.clip(refined, 0.0, 1.0) - refined)
-    return jnp.where(keep > 0, refined, alone)
+    return jnp.where(keep > 0, corrected_map(given, correction), alone)
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, disparity: jnp.ndarray | None,
@@ -227,5 +230,5 @@ class Restorer(nn.Module):
     return sharp, disparity_hat, blur_hat
 
 
-__all__ = ["Restorer", "UNet", "fit_blur_map", "fit_defocus", "pad_to_multiple",
+__all__ = ["Restorer", "UNet", "corrected_map", "fit_blur_map", "fit_defocus", "pad_to_multiple",
            "pixel_coordinates"]

@@ -139,6 +139,7 @@ def test_training_with_inaccurate_maps_gives_the_stage_the_wrong_map_and_scores_
   np.testing.assert_allclose(float(metrics["depth_loss"]),
                              float(jnp.mean(jnp.abs(alone - batch["disparity"]))),
                              rtol=1e-4, atol=1e-6)
+  assert float(metrics["depth_loss"]) > 1e-3
 
 
 def test_depth_term_is_absolute_or_squared():
