@@ -1,6 +1,7 @@
 """Can a map-correcting U-Net learn to correct inaccurate depth maps here, and what is it worth?
 
-    python tools/refine_depth_study.py [--steps 3000] [--batch 16] [--lr 1e-3] [--out FILE.json]
+    python tools/refine_depth_study.py [--steps 3000] [--batch 16] [--lr 1e-3] [--widths 16,32,64]
+        [--num-train 2048] [--eval-at 750,1500,...] [--out FILE.json]
 
 Trains the correcting network of `model.restorer.refine_depth` on its own (a `restorer.UNet` with
 global context over the photo, its pixel coordinates and the given map, a zero-initialised head
@@ -12,6 +13,8 @@ defocused by the renderer (one random camera each, K 1.5-4 px). Then, on 96 vali
 the true map: the mean |error| of the given and corrected maps, and the PSNR of the classical
 renderer given each, on the benchmark's bokeh (sharp photo) and refocus (defocused photo) requests.
 It measures the design's ceiling without the rest of the model and its training budget.
+`--eval-at` also scores the validation scenes at those steps of the same run (one cosine schedule
+over `--steps`): a learning curve that says whether steps or the design limit the gain.
 """
 from __future__ import annotations
 
@@ -54,8 +57,10 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def study(steps: int, batch: int, lr: float, widths: tuple[int, ...] = (16, 32, 64),
-          num_train: int = NUM_TRAIN, num_val: int = NUM_VAL) -> dict:
-  """Train the corrector for `steps` and score it on `num_val` validation scenes (docstring above)."""
+          num_train: int = NUM_TRAIN, num_val: int = NUM_VAL,
+          eval_at: tuple[int, ...] = ()) -> dict:
+  """Train the corrector for `steps` and score it on `num_val` validation scenes (docstring above),
+  also after each step count in `eval_at` (the `curve` entry; its last point is the final one)."""
   rng = np.random.default_rng(0)
   scenes = [procedural.make_scene(0, i, SIZE, SIZE) for i in range(num_train)]
   img = np.stack([a for a, _ in scenes]).astype(np.float32)
@@ -75,7 +80,7 @@ def study(steps: int, batch: int, lr: float, widths: tuple[int, ...] = (16, 32, 
   opt = tx.init(params)
 
   @jax.jit
-  def step(params, opt, key, idx, which):
+  def step(params, opt, key, photos, maps, idx, which):  # data as arguments, not jit constants
     k_corrupt, _ = jax.random.split(key)
     image, true = photos[which, idx], maps[idx]
     given, _ = depth_errors.corrupt(k_corrupt, true, 0.5)
@@ -84,46 +89,62 @@ def study(steps: int, batch: int, lr: float, widths: tuple[int, ...] = (16, 32, 
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
-  key, start, losses = jax.random.PRNGKey(1), time.time(), []
+  val = benchmark.procedural_scenes(num_val, SIZE, SIZE, seed=VALIDATION_SEED)
+  true = np.stack([s.disparity for s in val]).astype(np.float32)
+  gt = benchmark.ground_truth(val, range(num_val), benchmark.BenchmarkSpec())
+  given_maps = {kind: true if kind == "none" else np.stack(
+      [depth_corruption.corrupt(d, kind) for d in true]).astype(np.float32)
+      for kind in ("none",) + tuple(depth_corruption.CORRUPTIONS)}
+  correct = jax.jit(model.apply)
+  requests = {"bokeh": (gt.image, gt.cameras.focus_a, gt.render_a),
+              "refocus": (gt.render_a, gt.cameras.focus_b, gt.render_b)}
+
+  def evaluate(params) -> dict:
+    rows = {}
+    for kind, given in given_maps.items():
+      row = {}
+      for task, (photo, focus, target) in requests.items():
+        refined = np.asarray(correct(params, jnp.asarray(photo), jnp.asarray(given)))
+        before = _psnr(np.asarray(render(photo, given, focus, gt.cameras.blur)), target)
+        after = _psnr(np.asarray(render(photo, refined, focus, gt.cameras.blur)), target)
+        gain = after - before
+        row[task] = {"map_error_given": float(np.abs(given - true).mean()),
+                     "map_error_corrected": float(np.abs(refined - true).mean()),
+                     "renderer_psnr_given": float(before.mean()),
+                     "renderer_psnr_corrected": float(after.mean()),
+                     "gain": float(gain.mean()),
+                     "gain_se": float(gain.std(ddof=1) / np.sqrt(num_val))}
+      rows[kind] = row
+    return rows
+
+  kinds = tuple(depth_corruption.CORRUPTIONS)
+  mean_gain = lambda rows: {t: float(np.mean([rows[k][t]["gain"] for k in kinds]))
+                            for t in requests}
+  key, start, losses, curve = jax.random.PRNGKey(1), time.time(), [], []
   for i in range(steps):
     key, k = jax.random.split(key)
-    params, opt, loss = step(params, opt, k, jnp.asarray(rng.integers(0, num_train, batch)),
+    params, opt, loss = step(params, opt, k, photos, maps,
+                             jnp.asarray(rng.integers(0, num_train, batch)),
                              jnp.asarray(rng.integers(0, 2, batch)))
     losses.append(float(loss))
     if i % 250 == 0:
       print(f"step {i} loss {float(loss):.5f} {time.time() - start:.0f} s", flush=True)
-
-  val = benchmark.procedural_scenes(num_val, SIZE, SIZE, seed=VALIDATION_SEED)
-  true = np.stack([s.disparity for s in val]).astype(np.float32)
-  gt = benchmark.ground_truth(val, range(num_val), benchmark.BenchmarkSpec())
-  cams = gt.cameras
-  correct = jax.jit(lambda image, given: model.apply(params, image, given))
-  requests = {"bokeh": (gt.image, cams.focus_a, gt.render_a),
-              "refocus": (gt.render_a, cams.focus_b, gt.render_b)}
-  rows = {}
-  for kind in ("none",) + tuple(depth_corruption.CORRUPTIONS):
-    given = true if kind == "none" else np.stack(
-        [depth_corruption.corrupt(d, kind) for d in true]).astype(np.float32)
-    row = {}
-    for task, (photo, focus, target) in requests.items():
-      refined = np.asarray(correct(jnp.asarray(photo), jnp.asarray(given)))
-      before = _psnr(np.asarray(render(photo, given, focus, cams.blur)), target)
-      after = _psnr(np.asarray(render(photo, refined, focus, cams.blur)), target)
-      gain = after - before
-      row[task] = {"map_error_given": float(np.abs(given - true).mean()),
-                   "map_error_corrected": float(np.abs(refined - true).mean()),
-                   "renderer_psnr_given": float(before.mean()),
-                   "renderer_psnr_corrected": float(after.mean()),
-                   "gain": float(gain.mean()), "gain_se": float(gain.std(ddof=1) / np.sqrt(num_val))}
-    rows[kind] = row
+    if i + 1 in eval_at and i + 1 < steps:
+      rows = evaluate(params)
+      curve.append({"step": i + 1, "loss_mean_last_100": float(np.mean(losses[-100:])),
+                    "mean_gain_over_corruptions": mean_gain(rows), "per_map": rows})
+      print(f"step {i + 1}: mean gain {curve[-1]['mean_gain_over_corruptions']}", flush=True)
+  train_seconds = time.time() - start
+  rows = evaluate(params)
+  for kind, row in rows.items():
     print(kind, {t: round(r["gain"], 3) for t, r in row.items()}, flush=True)
-  kinds = tuple(depth_corruption.CORRUPTIONS)
-  mean_gain = {t: float(np.mean([rows[k][t]["gain"] for k in kinds])) for t in requests}
+  curve.append({"step": steps, "loss_mean_last_100": float(np.mean(losses[-100:])) if losses
+                else None, "mean_gain_over_corruptions": mean_gain(rows), "per_map": rows})
   return {"steps": steps, "batch": batch, "lr": lr, "widths": list(widths),
-          "train_seconds": time.time() - start,
-          "final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,
+          "num_train": num_train, "train_seconds": train_seconds,
+          "final_loss_mean_last_100": curve[-1]["loss_mean_last_100"],
           "validation_seed": VALIDATION_SEED, "num_validation_scenes": num_val,
-          "per_map": rows, "mean_gain_over_corruptions": mean_gain}
+          "per_map": rows, "mean_gain_over_corruptions": mean_gain(rows), "curve": curve}
 
 
 def main(argv: list[str]) -> int:
@@ -132,9 +153,13 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--widths", default="16,32,64")
+  parser.add_argument("--num-train", type=int, default=NUM_TRAIN)
+  parser.add_argument("--eval-at", default="", help="comma-separated step counts")
   parser.add_argument("--out", default="")
   args = parser.parse_args(argv)
-  result = study(args.steps, args.batch, args.lr, tuple(int(w) for w in args.widths.split(",")))
+  eval_at = tuple(int(n) for n in args.eval_at.split(",") if n)
+  result = study(args.steps, args.batch, args.lr, tuple(int(w) for w in args.widths.split(",")),
+                 args.num_train, eval_at=eval_at)
   print("mean gain over corruptions:", result["mean_gain_over_corruptions"])
   if args.out:
     with open(args.out, "w") as f:
