@@ -31,4 +31,3 @@ def test_untrained_corrector_changes_nothing_training_changes_maps_and_the_curve
   assert [point["step"] for point in trained["curve"]] == [2, 3]
   assert trained["curve"][-1]["per_map"] == trained["per_map"]
   assert trained["curve"][0]["per_map"] != trained["per_map"]
-
