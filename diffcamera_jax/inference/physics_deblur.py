@@ -2,10 +2,13 @@
 
 With a disparity map the optics fix how a photo was blurred up to two numbers, its focus
 disparity d and blur K. `deblur_with_depth` finds them (`optics.invert.estimate_camera`: the
-camera whose renders explain the photo, searched at the working size), and, where one explains
+camera whose renders explain the photo), and, where one explains
 the photo clearly better than leaving it as it is, returns the sharp image whose render is the
-photo (`optics.invert_render`, at the photo's own size with the blur rescaled to it); a photo no
-camera explains (already sharp) comes back unchanged. The refocusing model then starts from an
+photo (`optics.invert_render`); a photo no camera explains (already sharp) comes back unchanged.
+The search needs the photo's own pixels: a downscaled copy of a defocused photo is not a render
+of the downscaled scene closely enough for the search's test, which then finds wrong cameras or
+none (`tools/camera_search_study.py`, docs/model.md), so `Deblurrer` searches only photos that fit
+the working size and leaves larger ones to the model. The refocusing model then starts from an
 all-in-focus photo, the case where its physics prior is exact (README, Results).
 
 Without a disparity map, `deblur_uniform` handles the one case the optics fix without depth: a
@@ -35,7 +38,7 @@ from diffcamera_jax.optics.invert import estimate_camera, invert_render
 @dataclasses.dataclass(frozen=True)
 class CameraSearch:
   """Settings of `deblur_with_depth`."""
-  max_blur: float  # largest blur searched, pixels at the working size
+  max_blur: float  # largest blur searched, pixels at the size searched
   threshold: float = 0.04  # explained-residual ratio below which the photo counts as blurred
   search_iterations: int = 25
   focus_levels: int = 7
@@ -61,26 +64,26 @@ def _invert(photo, disparity, focus_disparity, blur, search: CameraSearch, max_r
                        gamma=search.gamma, max_radius=max_radius)
 
 
-def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, work_hw: tuple[int, int],
+def deblur_with_depth(photos: np.ndarray, disparity: np.ndarray, search_hw: tuple[int, int],
                       search: CameraSearch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """All-in-focus estimates `[N, H, W, 3]` of photos `[N, H, W, 3]` with disparity `[N, H, W]`,
   and what was found per photo: `focus_disparity`, `blur` (pixels at the photo's size),
   `explained` (the residual ratio) and `deblurred` (whether it was below the threshold).
 
-  The camera is searched on copies resized to `work_hw` (the size the model works at); the
-  inversion runs at the photo's size.
+  The camera is searched on copies resized to `search_hw` (`search.max_blur` is in pixels at
+  that size); the inversion runs at the photo's size.
   """
   photos = np.asarray(photos, np.float32)
   disparity = np.asarray(disparity, np.float32)
   height, width = photos.shape[1:3]
-  if (height, width) != tuple(work_hw):
-    small = downscale(photos, tuple(work_hw))
-    small_d = downscale(disparity, tuple(work_hw), "nearest")
+  if (height, width) != tuple(search_hw):
+    small = downscale(photos, tuple(search_hw))
+    small_d = downscale(disparity, tuple(search_hw), "nearest")
   else:
     small, small_d = photos, disparity
   d, k, explained = (np.asarray(a) for a in _estimate(jnp.asarray(small), jnp.asarray(small_d),
                                                       search))
-  scale = max(height, width) / max(work_hw)
+  scale = max(height, width) / max(search_hw)
   blur = (k * scale).astype(np.float32)
   deblurred = explained < search.threshold
   out = photos
@@ -202,11 +205,16 @@ class Deblurrer:
     return (float(d.gamma), float(d.blur_range[1]), int(d.blur_reference_size), self.max_side,
             self.threshold, self.min_gain)
 
-  def search_for(self, work_hw: tuple[int, int]) -> CameraSearch:
-    """The search at this working size: blurs up to 1.2x the training range (`data`)."""
+  def searches(self, height: int, width: int) -> bool:
+    """Whether the camera of an H x W photo with disparity is searched: only where the photo
+    fits the working size, so that the search sees the photo's own pixels."""
+    return working_size(height, width, self.max_side) == (height, width)
+
+  def search_for(self, search_hw: tuple[int, int]) -> CameraSearch:
+    """The search at this size: blurs up to 1.2x the training range (`data`)."""
     d = self.data
     return CameraSearch(
-        max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), work_hw,
+        max_blur=max(1.0, 1.2 * blur_pixels(float(d.blur_range[1]), search_hw,
                                             int(d.blur_reference_size))),
         threshold=self.threshold, gamma=float(d.gamma))
 
@@ -216,7 +224,9 @@ class Deblurrer:
 
   def __call__(self, photos: np.ndarray, disparity: np.ndarray | None) -> np.ndarray:
     """Photos `[N, H, W, 3]` with disparity `[N, H, W]` (or None), deblurred where a camera
-    (with disparity) or one disk (without) explains them."""
+    (with disparity, photos that fit the working size) or one disk (without) explains them."""
+    if disparity is not None and not self.searches(*photos.shape[1:3]):
+      return np.asarray(photos)
     depth = [b"none"] * len(photos) if disparity is None else [d.tobytes() for d in disparity]
     keys = [hashlib.sha1(p.tobytes() + d + str(p.shape).encode()).digest()
             for p, d in zip(photos, depth)]
@@ -224,9 +234,8 @@ class Deblurrer:
     if todo and disparity is None:
       sharp, _ = deblur_uniform(photos[todo], self.uniform_search())
     elif todo:
-      work_hw = working_size(*photos.shape[1:3], self.max_side)
-      sharp, _ = deblur_with_depth(photos[todo], disparity[todo], work_hw,
-                                   self.search_for(work_hw))
+      hw = tuple(photos.shape[1:3])
+      sharp, _ = deblur_with_depth(photos[todo], disparity[todo], hw, self.search_for(hw))
     if todo:
       for i, image in zip(todo, sharp):
         self._cache[keys[i]] = image

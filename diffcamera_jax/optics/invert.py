@@ -105,41 +105,59 @@ def estimate_camera(photo: jax.Array, disparity: jax.Array, *, blur_range: tuple
   (pixels, low > 0), then `refinements` rounds of a 3 x 3 grid around the best, each halving the
   steps. `score` is the winner's residual ratio: near 1 means
   no camera in the range explains the photo better than leaving it as it is (a sharp photo).
+
+  Candidates are scored nine at a time in one loop (the grid in chunks, then each refinement), so
+  the inversion is compiled once, whatever the grid's size.
   """
   lo, hi = (float(v) for v in blur_range)
   if not 0.0 < lo <= hi:
     raise ValueError(f"estimate_camera: blur_range must satisfy 0 < low <= high, got {blur_range}")
   b = photo.shape[0]
+  chunk = 9  # a refinement's 3 x 3 grid; the first grid is scored in chunks of this size
 
-  def scores(d, k):  # d, k [B, C] -> [B, C]
-    c = d.shape[1]
-    tile = lambda x: jnp.repeat(x, c, axis=0)
+  def scores(d, k):  # d, k [B, chunk] -> [B, chunk]
+    tile = lambda x: jnp.repeat(x, chunk, axis=0)
     out = explained_residual(tile(photo), tile(disparity), d.reshape(-1), k.reshape(-1),
                              iterations=iterations, gamma=gamma, max_radius=max_radius)
-    return out.reshape(b, c)
-
-  def best(d, k):
-    s = scores(d, k)
-    i = jnp.argmin(s, axis=1)
-    pick = lambda x: jnp.take_along_axis(x, i[:, None], 1)[:, 0]
-    return pick(d), pick(k), pick(s)
+    return out.reshape(b, chunk)
 
   levels = jnp.linspace(0.0, 1.0, focus_levels)
   focus = jnp.quantile(disparity.reshape(b, -1).astype(jnp.float32), levels, axis=1).T  # [B, L]
   blurs = jnp.geomspace(lo, hi, blur_levels)
-  d, k, s = best(jnp.repeat(focus, blur_levels, axis=1),
-                 jnp.tile(blurs, (b, focus_levels)))
+  grid_d = jnp.repeat(focus, blur_levels, axis=1)
+  grid_k = jnp.tile(blurs, (b, focus_levels))
+  count = focus_levels * blur_levels
+  chunks = -(-count // chunk)
+  pad = lambda x: jnp.concatenate([x, jnp.repeat(x[:, -1:], chunks * chunk - count, 1)], 1)
+  grid_d, grid_k = pad(grid_d), pad(grid_k)  # repeats of the last candidate never win a tie
   spread = (jnp.max(focus, 1) - jnp.min(focus, 1))[:, None, None]
-  step_d = spread / max(focus_levels - 1, 1) / 2.0
-  step_k = (hi / lo) ** (1.0 / max(blur_levels - 1, 1) / 2.0)
+  step_d0 = spread / max(focus_levels - 1, 1) / 2.0
+  log_step_k0 = jnp.log(hi / lo) / max(blur_levels - 1, 1) / 2.0
   offsets = jnp.asarray([-1.0, 0.0, 1.0])
-  for _ in range(refinements):
-    cd = jnp.clip(d[:, None, None] + step_d * offsets[None, :, None], 0.0, 1.0)
-    ck = k[:, None, None] * step_k ** offsets[None, None, :]
+
+  def candidates(i, d, k):
+    """Chunk `i` of the grid, or for `i >= chunks` the 3 x 3 grid of refinement `i - chunks`
+    around `(d, k)`, with the steps halved (the blur's in log) once per refinement before it."""
+    start = jnp.minimum(i, chunks - 1) * chunk
+    from_grid = tuple(jax.lax.dynamic_slice_in_dim(x, start, chunk, 1) for x in (grid_d, grid_k))
+    halving = 0.5 ** jnp.maximum(i - chunks, 0).astype(jnp.float32)
+    cd = jnp.clip(d[:, None, None] + step_d0 * halving * offsets[None, :, None], 0.0, 1.0)
+    ck = k[:, None, None] * jnp.exp(log_step_k0 * halving * offsets[None, None, :])
     cd, ck = jnp.broadcast_arrays(cd, ck)
-    d, k, s = best(cd.reshape(b, -1), ck.reshape(b, -1))
-    step_d, step_k = step_d / 2.0, step_k ** 0.5
-  return d, k, s
+    refined = (cd.reshape(b, chunk), ck.reshape(b, chunk))
+    return tuple(jnp.where(i < chunks, g, r) for g, r in zip(from_grid, refined))
+
+  def round_(i, best):
+    d, k, s = best
+    cd, ck = candidates(i, d, k)
+    cs = scores(cd, ck)
+    j = jnp.argmin(cs, axis=1)
+    pick = lambda x: jnp.take_along_axis(x, j[:, None], 1)[:, 0]
+    better = pick(cs) < s  # the first of equal scores is kept, as by one argmin over all
+    return tuple(jnp.where(better, pick(x), y) for x, y in ((cd, d), (ck, k), (cs, s)))
+
+  start = (grid_d[:, 0], grid_k[:, 0], jnp.full((b,), jnp.inf, jnp.float32))
+  return jax.lax.fori_loop(0, chunks + refinements, round_, start)
 
 
 __all__ = ["estimate_camera", "explained_residual", "invert_render", "total_variation"]

@@ -200,6 +200,13 @@ def test_a_blurred_photo_with_depth_is_deblurred_by_the_optics_once(tiny, monkey
   Refocuser(config, params, max_side=64, optics_prepass=False).refocus(
       photo, (0.5, 0.5), 1.0, disparity=disparity)
   assert calls == [1]
+  # a photo larger than the working size is not searched (a downscaled copy misleads the
+  # search): the model gets it as it is
+  big = np.repeat(np.repeat(photo, 2, 0), 2, 1)
+  big_disparity = np.repeat(np.repeat(disparity, 2, 0), 2, 1)
+  assert not r.prepass.searches(128, 128) and r.prepass.searches(64, 48)
+  np.testing.assert_array_equal(r.deblur(big[None], big_disparity[None])[0], big)
+  assert calls == [1]
 
 
 def test_a_photo_defocused_as_a_whole_is_deblurred_without_depth(tiny, monkeypatch):

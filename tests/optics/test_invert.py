@@ -67,3 +67,23 @@ def test_estimating_the_camera_of_a_clear_case():
   assert np.all((explained > 0) & (explained < 0.06))
   with pytest.raises(ValueError, match="blur_range"):
     estimate_camera(photo, disparity, blur_range=(0.0, 5.0))
+
+
+def test_the_search_in_chunks_picks_the_grid_argmin():
+  """Candidates are scored nine at a time; with no refinement the winner is the argmin of every
+  grid camera's score (7 x 2 = 14 candidates: two chunks, the second padded)."""
+  _, disparity, focus, blur, photo = _scenes((1,), (0.6,), (2.5,))
+  photo, disparity = photo[:, ::2, ::2], disparity[:, ::2, ::2]
+  d, k, s = (np.asarray(a) for a in estimate_camera(
+      photo, disparity, blur_range=(0.5, 2.0), focus_levels=7, blur_levels=2, refinements=0,
+      iterations=5, max_radius=2.0))
+  levels = np.linspace(0.0, 1.0, 7)
+  grid_d = np.repeat(np.quantile(np.asarray(disparity[0]), levels), 2).astype(np.float32)
+  grid_k = np.tile(np.geomspace(0.5, 2.0, 2), 7).astype(np.float32)
+  every = np.asarray(explained_residual(
+      jnp.repeat(photo, 14, 0), jnp.repeat(disparity, 14, 0), jnp.asarray(grid_d),
+      jnp.asarray(grid_k), iterations=5, max_radius=2.0))
+  i = int(np.argmin(every))
+  np.testing.assert_allclose(d, grid_d[i], atol=1e-6)
+  np.testing.assert_allclose(k, grid_k[i], rtol=1e-6)
+  np.testing.assert_allclose(s, every[i], rtol=1e-4)
