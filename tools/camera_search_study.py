@@ -27,9 +27,9 @@ import numpy as np
 
 
 def _stats(x: np.ndarray) -> dict:
+  from diffcamera_jax.evaluation.result_summary import standard_error
   x = np.asarray(x, np.float64)
-  return {"mean": float(x.mean()),
-          "stderr": float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0}
+  return {"mean": float(x.mean()), "stderr": standard_error(x)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +49,11 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     return 2
 
-  import jax
   import jax.numpy as jnp
 
   from diffcamera_jax.configs import default as default_config
   from diffcamera_jax.evaluation import benchmark, metrics
   from diffcamera_jax.inference import physics_deblur
-  from diffcamera_jax.optics.invert import invert_render
 
   n, size = args.num_scenes, args.size
   num_sharp = n // 2 if args.num_sharp is None else args.num_sharp
@@ -79,12 +77,11 @@ def main(argv: list[str] | None = None) -> int:
   gains = {}
   deblurrer = physics_deblur.Deblurrer(data, size, **options)
   full = deblurrer.search_for((size, size))
-  invert = jax.jit(lambda p, d, f, k: invert_render(
-      p, d, f, k, iterations=full.invert_iterations, tv_weight=full.tv_weight, gamma=full.gamma,
-      max_radius=float(np.ceil(full.max_blur))))
-  oracle = np.concatenate([np.asarray(invert(*(jnp.asarray(a[i:i + args.batch], jnp.float32)
-                                               for a in (photo, gt.disparity, d_true, k_true))))
-                           for i in range(0, n, args.batch)])
+  oracle = np.concatenate([  # the pre-pass's own inversion, given the true camera
+      np.asarray(physics_deblur._invert(*(jnp.asarray(a[i:i + args.batch], jnp.float32)
+                                          for a in (photo, gt.disparity, d_true, k_true)),
+                                        full, float(np.ceil(full.max_blur))))
+      for i in range(0, n, args.batch)])
   results["true camera"] = {"deblur_gain_db": _stats(psnr(oracle, sharp) - base[:n])}
   for side in sides:
     search_hw = (side, side)
